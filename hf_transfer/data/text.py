@@ -1,0 +1,223 @@
+"""Text classification data: Hub datasets or local csv/tsv/json/jsonl/parquet files, checked, labelled, tokenised."""
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import HfTransferError
+from . import SAMPLES
+
+logger = logging.getLogger(__name__)
+
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "comment", "utterance", "body")
+LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target", "category")
+_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class TextDataArgs:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (or a local dataset script folder)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    train_file: str | None = field(default=None, metadata={"help": "Local training file: csv, tsv, json, jsonl or parquet."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file (same formats)."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test file, evaluated once after training."})
+    text_column: str | None = field(default=None, metadata={"help": f"Text column (default: the first of {', '.join(TEXT_COLUMNS)})."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column for sentence-pair tasks."})
+    label_column: str | None = field(default=None, metadata={"help": f"Label column (default: the first of {', '.join(LABEL_COLUMNS)})."})
+    class_names: list[str] | None = field(
+        default=None, metadata={"help": "The declared label set, in id order; labels outside it are an error."}
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated; batches pad to their longest."})
+    validation_split_percentage: int = field(
+        default=10, metadata={"help": "Without a validation split, hold out this share of train (stratified)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N examples."})
+
+    def __post_init__(self) -> None:
+        if self.dataset_name and self.train_file:
+            raise HfTransferError("give either --dataset_name or --train_file, not both")
+        if not self.dataset_name and not self.train_file:
+            if self.validation_file or self.test_file:
+                raise HfTransferError("--validation_file/--test_file need --train_file (or --dataset_name)")
+            # No data named: the embedded review sample (data_cards/embedded_reviews.md), so a bare run works offline.
+            self.train_file = str(SAMPLES / "reviews_train.csv")
+            self.validation_file = str(SAMPLES / "reviews_test.csv")
+        for option in ("train_file", "validation_file", "test_file"):
+            path = getattr(self, option)
+            if path is None:
+                continue
+            if not Path(path).is_file():
+                raise HfTransferError(f"--{option} {path} does not exist")
+            if Path(path).suffix.lower() not in _BUILDERS:
+                raise HfTransferError(f"--{option} {path}: unsupported format; use {', '.join(_BUILDERS)}")
+        if not 0 < self.validation_split_percentage < 100:
+            raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
+
+
+@dataclass
+class TextClassificationData:
+    datasets: object  # DatasetDict of tokenised splits: train, validation, optionally test
+    label_names: list[str]
+    text_column: str
+    label_column: str
+    dropped_empty: int
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.label_names)}
+
+
+def _read_file(path: str):
+    from datasets import load_dataset
+
+    suffix = Path(path).suffix.lower()
+    kwargs = {}
+    if suffix == ".tsv":
+        # Quotes are text in TSV corpora such as GLUE: never treat them as field quoting.
+        kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    try:
+        return load_dataset(_BUILDERS[suffix], data_files=path, split="train", **kwargs)
+    except Exception as error:  # datasets raises many types for unreadable files
+        raise HfTransferError(f"cannot read {path}: {str(error).strip().splitlines()[0]}") from None
+
+
+def load_raw(args: TextDataArgs):
+    """The raw splits as a DatasetDict (train, validation?, test?), without any processing."""
+    from datasets import DatasetDict, load_dataset
+
+    if args.dataset_name:
+        try:
+            raw = load_dataset(args.dataset_name, args.dataset_config_name)
+        except Exception as error:
+            raise HfTransferError(f"cannot load dataset '{args.dataset_name}': {str(error).strip().splitlines()[0]}") from None
+        if "train" not in raw:
+            raise HfTransferError(f"dataset '{args.dataset_name}' has no 'train' split (it has: {', '.join(raw)})")
+        if "validation" not in raw and "valid" in raw:
+            raw["validation"] = raw.pop("valid")
+        return DatasetDict({k: v for k, v in raw.items() if k in ("train", "validation", "test")})
+    files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
+    return DatasetDict({split: _read_file(path) for split, path in files.items() if path})
+
+
+def _pick_column(columns: list[str], asked: str | None, candidates: tuple[str, ...], option: str, what: str) -> str:
+    if asked is not None:
+        if asked not in columns:
+            raise HfTransferError(f"{what} column '{asked}' not found; the data has columns: {', '.join(columns)}")
+        return asked
+    lowered = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    raise HfTransferError(f"no {what} column found among: {', '.join(columns)}; name it with --{option}")
+
+
+def _label_key(value) -> str:
+    return str(value).strip()
+
+
+def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> TextClassificationData:
+    """Load, check and tokenise a text classification data set.
+
+    Checks, each a one-line error: missing columns (listing the ones present), empty splits, rows with no
+    label, and labels outside the declared (or training) label set.
+    """
+    from datasets import ClassLabel, DatasetDict
+
+    raw = load_raw(args)
+    for split, dataset in raw.items():
+        if len(dataset) == 0:
+            raise HfTransferError(f"the {split} split is empty; give it at least one labelled row")
+    columns = raw["train"].column_names
+    text_col = _pick_column(columns, args.text_column, TEXT_COLUMNS, "text_column", "text")
+    label_col = _pick_column(columns, args.label_column, LABEL_COLUMNS, "label_column", "label")
+    pair_col = args.text_pair_column
+    for split, dataset in raw.items():
+        needed = [c for c in (text_col, label_col, pair_col) if c]
+        missing = [c for c in needed if c not in dataset.column_names]
+        if missing:
+            raise HfTransferError(
+                f"the {split} split has no column {', '.join(missing)}; its columns are: {', '.join(dataset.column_names)}"
+            )
+
+    # Label names: declared > the dataset's ClassLabel names > the sorted values seen in train.
+    feature = raw["train"].features[label_col]
+    if args.class_names:
+        names = [_label_key(n) for n in args.class_names]
+    elif isinstance(feature, ClassLabel):
+        names = list(feature.names)
+    else:
+        values = {v for v in raw["train"][label_col] if v is not None}
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        names = [_label_key(v) for v in sorted(values, key=float if numeric else str)]
+    if len(names) < 2:
+        raise HfTransferError(f"need at least two labels, found {names} in column '{label_col}'")
+    label2id = {name: i for i, name in enumerate(names)}
+
+    def to_id(value):
+        if isinstance(feature, ClassLabel) and not args.class_names:
+            return value
+        return label2id.get(_label_key(value), -1)
+
+    dropped = 0
+    encoded = {}
+    for split, dataset in raw.items():
+        labels = dataset[label_col]
+        none_rows = sum(v is None for v in labels)
+        if none_rows:
+            raise HfTransferError(f"{none_rows} rows of the {split} split have no label in column '{label_col}'; fill or remove them")
+        ids = [to_id(v) for v in labels]
+        unknown = sorted({_label_key(v) for v, i in zip(labels, ids) if i < 0 or i >= len(names)})
+        if unknown:
+            raise HfTransferError(
+                f"the {split} split has labels outside the label set {names}: {unknown[:10]}; "
+                "declare every label with --class_names or fix the data"
+            )
+        texts = dataset[text_col]
+        keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        dropped += len(dataset) - len(keep)
+        if not keep:
+            raise HfTransferError(f"every text in the {split} split is empty")
+        dataset = dataset.select(keep) if len(keep) < len(dataset) else dataset
+        ids = [ids[i] for i in keep]
+        dataset = dataset.remove_columns([label_col]).add_column("labels", ids)
+        encoded[split] = dataset.cast_column("labels", ClassLabel(names=names))
+    if dropped:
+        logger.warning("dropped %d rows with empty text", dropped)
+    data = DatasetDict(encoded)
+
+    if "validation" not in data:
+        held_out = data["train"].train_test_split(
+            test_size=args.validation_split_percentage / 100, seed=seed, stratify_by_column="labels"
+        )
+        data["train"], data["validation"] = held_out["train"], held_out["test"]
+    if args.max_train_samples is not None and args.max_train_samples < len(data["train"]):
+        data["train"] = data["train"].shuffle(seed=seed).select(range(args.max_train_samples))
+    if args.max_eval_samples is not None:
+        for split in ("validation", "test"):
+            if split in data and args.max_eval_samples < len(data[split]):
+                data[split] = data[split].select(range(args.max_eval_samples))
+
+    def tokenize(batch):
+        pair = batch[pair_col] if pair_col else None
+        return tokenizer(batch[text_col], pair, truncation=True, max_length=args.max_seq_length)
+
+    keep_columns = {"labels"}
+    data = DatasetDict(
+        {
+            split: ds.map(
+                tokenize,
+                batched=True,
+                remove_columns=[c for c in ds.column_names if c not in keep_columns],
+                desc=f"Tokenising {split}",
+            )
+            for split, ds in data.items()
+        }
+    )
+    return TextClassificationData(data, names, text_col, label_col, dropped)

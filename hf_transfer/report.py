@@ -1,0 +1,88 @@
+"""The end of every recipe: evaluate, save, and tell the user what the run gave and what it cost."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .strategies import count_parameters
+
+
+class RunClock:
+    """Wall time since construction and the process's peak memory (GPU memory when training on a GPU)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    @staticmethod
+    def peak_memory() -> dict:
+        # ru_maxrss is in KiB on Linux, bytes on macOS.
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        peak = {"peak_cpu_memory_gb": round(rss / 2**30, 3)}
+        if torch.cuda.is_available():
+            peak["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        return peak
+
+
+def optimizer_parameter_count(trainer) -> int:
+    """Parameters the optimizer updates: the truth for every strategy (gradual's frozen-at-start groups included)."""
+    if trainer.optimizer is None:
+        return count_parameters(trainer.model)[0]
+    seen = {id(p): p.numel() for group in trainer.optimizer.param_groups for p in group["params"]}
+    return sum(seen.values())
+
+
+def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, extra: dict | None = None) -> dict:
+    """Evaluate every split in `eval_splits`, save model + tokenizer + metrics.json, print a summary; return the metrics."""
+    results = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_metrics.items()}
+    for split, dataset in eval_splits.items():
+        results.update(trainer.evaluate(dataset, metric_key_prefix=split))
+    total = count_parameters(trainer.model)[1]
+    results.update(
+        {
+            "trainable_parameters": optimizer_parameter_count(trainer),
+            "total_parameters": total,
+            "world_size": trainer.args.world_size,
+            "global_step": trainer.state.global_step,
+            "wall_time_s": round(clock.seconds(), 2),
+            **clock.peak_memory(),
+        }
+    )
+    results.update(extra or {})
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        out = Path(trainer.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
+        os.replace(tmp, out / "metrics.json")  # never a half-written metrics file
+        print_summary(results, out)
+    return results
+
+
+def print_summary(results: dict, output_dir: Path) -> None:
+    lines = ["", "=" * 64, "hf_transfer run summary"]
+    for key in sorted(k for k in results if k.startswith(("validation_", "test_", "baseline_")) and not k.endswith(("_runtime", "_per_second"))):
+        value = results[key]
+        lines.append(f"  {key:<36} {value:.4f}" if isinstance(value, float) else f"  {key:<36} {value}")
+    t, n = results["trainable_parameters"], results["total_parameters"]
+    lines.append(f"  {'trainable / total parameters':<36} {t:,} / {n:,} ({100 * t / max(n, 1):.2f}%)")
+    lines.append(f"  {'wall time':<36} {results['wall_time_s']:.1f} s")
+    for key in ("peak_cpu_memory_gb", "peak_gpu_memory_gb"):
+        if key in results:
+            lines.append(f"  {key.replace('_', ' '):<36} {results[key]:.2f} GB")
+    if "validation_accuracy" in results and "baseline_accuracy" in results:
+        gain = 100 * (results["validation_accuracy"] - results["baseline_accuracy"])
+        lines.append(f"  transfer vs frozen backbone + logistic regression: {gain:+.1f} accuracy points")
+    lines += [f"  saved to {output_dir}", "=" * 64]
+    print("\n".join(lines), flush=True)

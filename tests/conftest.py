@@ -1,0 +1,159 @@
+"""Shared fixtures: tiny models with each architecture's real module names, a local tokenizer, small data files.
+
+No test touches the network: the Hub is switched off before transformers or datasets are imported.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import re
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+POSITIVE = ["great", "good", "lovely", "excellent", "fun", "superb", "charming", "brilliant"]
+NEGATIVE = ["bad", "awful", "boring", "dull", "poor", "terrible", "weak", "broken"]
+NOUNS = ["movie", "phone", "hotel", "meal", "book", "service", "screen", "story"]
+
+
+def tiny_config(arch: str):
+    """A two-block, width-32 config of `arch` (real module names, seconds to build)."""
+    import transformers as T
+
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    if arch == "bert":
+        return T.BertConfig(vocab_size=128, **common)
+    if arch == "roberta":
+        return T.RobertaConfig(vocab_size=128, **common)
+    if arch == "distilbert":
+        return T.DistilBertConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, hidden_dim=37)
+    if arch == "vit":
+        return T.ViTConfig(image_size=16, patch_size=8, **common)
+    if arch in ("wav2vec2", "hubert"):
+        cls = T.Wav2Vec2Config if arch == "wav2vec2" else T.HubertConfig
+        return cls(
+            vocab_size=12, conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
+            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **common,
+        )
+    if arch == "t5":
+        return T.T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=2)
+    raise ValueError(arch)
+
+
+TASK_CLASSES = {
+    "bert": "BertForSequenceClassification",
+    "roberta": "RobertaForSequenceClassification",
+    "distilbert": "DistilBertForSequenceClassification",
+    "vit": "ViTForImageClassification",
+    "wav2vec2": "Wav2Vec2ForSequenceClassification",
+    "hubert": "HubertForSequenceClassification",
+    "t5": "T5ForConditionalGeneration",
+}
+ARCHS = list(TASK_CLASSES)
+TEXT_ARCHS = ["bert", "roberta", "distilbert"]
+
+
+def tiny_model(arch: str, seed: int = 0):
+    import transformers as T
+
+    torch.manual_seed(seed)
+    return getattr(T, TASK_CLASSES[arch])(tiny_config(arch))
+
+
+def dummy_batch(arch: str, batch: int = 4, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (batch,), generator=g)
+    if arch in TEXT_ARCHS:
+        return {"input_ids": torch.randint(5, 128, (batch, 12), generator=g), "labels": labels}
+    if arch == "vit":
+        return {"pixel_values": torch.randn(batch, 3, 16, 16, generator=g), "labels": labels}
+    if arch in ("wav2vec2", "hubert"):
+        return {"input_values": torch.randn(batch, 800, generator=g), "labels": labels}
+    if arch == "t5":
+        return {"input_ids": torch.randint(2, 128, (batch, 10), generator=g), "labels": torch.randint(2, 128, (batch, 6), generator=g)}
+    raise ValueError(arch)
+
+
+def review_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Learnable two-class review sentences: the label follows from the adjective."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 else "negative"
+        words = POSITIVE if label == "positive" else NEGATIVE
+        rows.append((f"the {rng.choice(NOUNS)} was {rng.choice(words)} and {rng.choice(words)}", label))
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def make_tokenizer(folder: Path):
+    """A real WordPiece tokenizer over a small vocabulary written to `folder` (v5 takes `vocab=`, not `vocab_file=`)."""
+    from transformers import BertTokenizerFast
+
+    words = sorted(set(POSITIVE + NEGATIVE + NOUNS + ["the", "was", "and", "a", "it", "not"]))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"))
+    assert tokenizer.convert_ids_to_tokens(tokenizer("the movie was great")["input_ids"]) == [
+        "[CLS]", "the", "movie", "was", "great", "[SEP]"
+    ], "fixture tokenizer did not load its vocabulary"
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model_dir(tmp_path_factory) -> Path:
+    """A local 'pretrained' tiny BERT with its tokenizer, loadable with from_pretrained like a Hub checkpoint."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = make_tokenizer(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def review_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("reviews")
+    return {
+        "train": write_csv(folder / "train.csv", review_rows(64, seed=1)),
+        "validation": write_csv(folder / "validation.csv", review_rows(16, seed=2)),
+    }
+
+
+def recipe_argv(model_dir: Path, files: dict, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model_name_or_path", str(model_dir), "--train_file", str(files["train"]),
+        "--validation_file", str(files["validation"]), "--output_dir", str(out),
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--logging_steps", "1",
+        "--save_strategy", "no", "--frozen_baseline", "false", "--dataloader_pin_memory", "false", *extra,
+    ]
+
+
+def one_line_error(stderr: str) -> str:
+    lines = [l for l in stderr.strip().splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1, f"expected one 'error:' line, got:\n{stderr[-2000:]}"
+    assert not re.search(r"Traceback", stderr), stderr[-2000:]
+    return lines[0]
