@@ -25,14 +25,20 @@ from hf_transfer.models import ModelArgs, load_config, load_pretrained, load_tok
 from hf_transfer.report import RunClock, finish
 from hf_transfer.training import check_resume, recipe_defaults
 
-DEFAULTS = recipe_defaults(output_dir="outputs/sentiment", learning_rate=5e-5, num_train_epochs=3)
+# Tuned for the embedded default (320 short reviews): 5 epochs at 1e-4 take under a minute on 2 CPU cores.
+DEFAULTS = recipe_defaults(output_dir="outputs/sentiment", learning_rate=1e-4, num_train_epochs=5)
+
+
+ARGUMENTS = (ModelArgs, TextDataArgs, StrategyArgs, BaselineArgs, TrainingArguments)
+
+
+def parse(argv: list[str] | None = None) -> tuple:
+    return parse_args(ARGUMENTS, argv, DEFAULTS)
 
 
 def main(argv: list[str] | None = None) -> dict:
     clock = RunClock()
-    model_args, data_args, strategy, baseline_args, train_args = parse_args(
-        (ModelArgs, TextDataArgs, StrategyArgs, BaselineArgs, TrainingArguments), argv, DEFAULTS
-    )
+    model_args, data_args, strategy, baseline_args, train_args = parse(argv)
     resume = check_resume(train_args)
 
     # Everything that can be wrong with the input is checked here, before any weights load or files are written.

@@ -74,7 +74,7 @@ class TextClassificationData:
         return {name: i for i, name in enumerate(self.label_names)}
 
 
-def _read_file(path: str):
+def _read_file(path: str, split: str):
     from datasets import load_dataset
 
     suffix = Path(path).suffix.lower()
@@ -85,7 +85,10 @@ def _read_file(path: str):
     try:
         return load_dataset(_BUILDERS[suffix], data_files=path, split="train", **kwargs)
     except Exception as error:  # datasets raises many types for unreadable files
-        raise HfTransferError(f"cannot read {path}: {str(error).strip().splitlines()[0]}") from None
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "corresponds to no data" in message or Path(path).stat().st_size == 0:
+            raise HfTransferError(f"the {split} split is empty ({path} has no rows); give it at least one labelled row") from None
+        raise HfTransferError(f"cannot read {path}: {message}") from None
 
 
 def load_raw(args: TextDataArgs):
@@ -103,7 +106,7 @@ def load_raw(args: TextDataArgs):
             raw["validation"] = raw.pop("valid")
         return DatasetDict({k: v for k, v in raw.items() if k in ("train", "validation", "test")})
     files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
-    return DatasetDict({split: _read_file(path) for split, path in files.items() if path})
+    return DatasetDict({split: _read_file(path, split) for split, path in files.items() if path})
 
 
 def _pick_column(columns: list[str], asked: str | None, candidates: tuple[str, ...], option: str, what: str) -> str:
@@ -146,6 +149,11 @@ def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> T
                 f"the {split} split has no column {', '.join(missing)}; its columns are: {', '.join(dataset.column_names)}"
             )
 
+    for split, dataset in raw.items():
+        unlabelled = sum(v is None for v in dataset[label_col])
+        if unlabelled:
+            raise HfTransferError(f"{unlabelled} rows of the {split} split have no label in column '{label_col}'; fill or remove them")
+
     # Label names: declared > the dataset's ClassLabel names > the sorted values seen in train.
     feature = raw["train"].features[label_col]
     if args.class_names:
@@ -160,18 +168,18 @@ def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> T
         raise HfTransferError(f"need at least two labels, found {names} in column '{label_col}'")
     label2id = {name: i for i, name in enumerate(names)}
 
+    # Integer labels with declared names (SST-2's 0/1 with --class_names negative positive) are ids already.
+    ids_given = isinstance(feature, ClassLabel) or (
+        args.class_names is not None and feature.dtype.startswith(("int", "uint"))
+    )
+
     def to_id(value):
-        if isinstance(feature, ClassLabel) and not args.class_names:
-            return value
-        return label2id.get(_label_key(value), -1)
+        return value if ids_given else label2id.get(_label_key(value), -1)
 
     dropped = 0
     encoded = {}
     for split, dataset in raw.items():
         labels = dataset[label_col]
-        none_rows = sum(v is None for v in labels)
-        if none_rows:
-            raise HfTransferError(f"{none_rows} rows of the {split} split have no label in column '{label_col}'; fill or remove them")
         ids = [to_id(v) for v in labels]
         unknown = sorted({_label_key(v) for v, i in zip(labels, ids) if i < 0 or i >= len(names)})
         if unknown:
