@@ -1,6 +1,7 @@
 """Training-argument defaults every recipe shares, and resume handling checked before a run starts."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import HfTransferError
@@ -20,8 +21,21 @@ def recipe_defaults(**overrides) -> dict:
         # per-example losses averaged per device are right for classification.
         "average_tokens_across_devices": False,
     }
+    if _launched_distributed_without_accelerator():
+        # `accelerate launch` with a CPU-only machine starts the processes but leaves them single-process
+        # unless the script asks for the CPU: each rank would silently train alone (FACTS.md).
+        defaults["use_cpu"] = True
     defaults.update(overrides)
     return defaults
+
+
+def _launched_distributed_without_accelerator() -> bool:
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available() or has_xpu)
 
 
 def check_resume(train_args) -> str | bool | None:

@@ -14,10 +14,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `hf_transfer` importable from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transformers import AutoModel, AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+from transformers import AutoModel, AutoModelForSequenceClassification, TrainingArguments
 
 from hf_transfer import StrategyArgs, TransferTrainer, apply_strategy, parse_args
-from hf_transfer.data.text import TextDataArgs, load_text_classification
+from hf_transfer.data.text import TextDataArgs, load_text_classification, text_collator
 from hf_transfer.errors import run_cli
 from hf_transfer.features import BaselineArgs, frozen_baseline
 from hf_transfer.metrics import compute_classification_metrics
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = load_pretrained(AutoModelForSequenceClassification, model_args, config)
     model = apply_strategy(model, strategy)
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if (train_args.bf16 or train_args.fp16) else None)
+    collator = text_collator(data_args, tokenizer, mixed_precision=train_args.bf16 or train_args.fp16)
     trainer = TransferTrainer(
         model=model,
         args=train_args,

@@ -30,6 +30,9 @@ class TextDataArgs:
         default=None, metadata={"help": "The declared label set, in id order; labels outside it are an error."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated; batches pad to their longest."})
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every batch to --max_seq_length (fixed shapes: TPU, CUDA graphs)."}
+    )
     validation_split_percentage: int = field(
         default=10, metadata={"help": "Without a validation split, hold out this share of train (stratified)."}
     )
@@ -55,6 +58,15 @@ class TextDataArgs:
                 raise HfTransferError(f"--{option} {path}: unsupported format; use {', '.join(_BUILDERS)}")
         if not 0 < self.validation_split_percentage < 100:
             raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
+
+
+def text_collator(args: TextDataArgs, tokenizer, mixed_precision: bool):
+    """Pads per batch to its longest text (multiples of 8 feed tensor cores), or to a fixed length when asked."""
+    from transformers import DataCollatorWithPadding
+
+    if args.pad_to_max_length:
+        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=args.max_seq_length)
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed_precision else None)
 
 
 @dataclass
