@@ -21,6 +21,10 @@ def recipe_defaults(**overrides) -> dict:
         # per-example losses averaged per device are right for classification.
         "average_tokens_across_devices": False,
     }
+    import torch
+
+    if not torch.cuda.is_available():
+        defaults["dataloader_pin_memory"] = False  # pinning needs a GPU; on CPU it only warns
     if _launched_distributed_without_accelerator():
         # `accelerate launch` with a CPU-only machine starts the processes but leaves them single-process
         # unless the script asks for the CPU: each rank would silently train alone (FACTS.md).
