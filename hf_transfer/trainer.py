@@ -51,7 +51,11 @@ class GradualUnfreezing(TrainerCallback):
         self.unfrozen = -1  # how many groups, counted from the top, are trainable now
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        self.groups = layer_groups(model)
+        # Only what is trainable now is ever unfrozen: parameters the recipe froze on purpose (wav2vec2's
+        # convolutional feature encoder, say) stay frozen whatever the schedule says.
+        self.groups = [
+            LayerGroup(g.name, tuple((n, p) for n, p in g.named_parameters if p.requires_grad)) for g in layer_groups(model)
+        ]
         if self.unit == "epoch":
             batches = len(train_dataloader)
             self.steps_per_unit = max(batches // args.gradient_accumulation_steps, 1) * self.every

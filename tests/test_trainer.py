@@ -171,3 +171,15 @@ def test_resumed_run_equals_uninterrupted_run(tokenizer, train_set, tmp_path, st
     assert got.keys() == expected.keys()
     differ = {n: float((got[n] - expected[n]).abs().max()) for n in expected if not torch.equal(got[n], expected[n])}
     assert not differ, differ
+
+
+def test_gradual_never_unfreezes_what_was_frozen_on_purpose(tokenizer, train_set, tmp_path):
+    strategy = StrategyArgs(strategy="gradual", unfreeze_every=1, unfreeze_unit="step")
+    trainer = make_trainer(tokenizer, train_set, tmp_path, strategy, num_train_epochs=1)
+    pinned = trainer.model.bert.embeddings.word_embeddings.weight
+    pinned.requires_grad_(False)  # e.g. a feature encoder a recipe freezes before training
+    before = pinned.detach().clone()
+    trainer.train()  # 6 steps, one group a step: the embeddings group is unfrozen at step 3
+    assert not pinned.requires_grad and torch.equal(pinned, before)
+    position = trainer.model.bert.embeddings.position_embeddings.weight
+    assert position.requires_grad, "the rest of the embeddings group should have been unfrozen"
