@@ -62,11 +62,11 @@ def load_config(args: ModelArgs, **overrides):
         ) from None
 
 
-def load_pretrained(auto_class, args: ModelArgs, config):
+def load_pretrained(auto_class, args: ModelArgs, config, **kwargs):
     """`auto_class.from_pretrained` with safetensors enforced unless the user opted out."""
     try:
         return auto_class.from_pretrained(
-            args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None, **args.load_kwargs()
+            args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None, **args.load_kwargs(), **kwargs
         )
     except OSError as error:
         raise HfTransferError(

@@ -72,7 +72,7 @@ def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, ext
 
 def print_summary(results: dict, output_dir: Path) -> None:
     lines = ["", "=" * 64, "hf_transfer run summary"]
-    for key in sorted(k for k in results if k.startswith(("validation_", "test_", "baseline_")) and not k.endswith(("_runtime", "_per_second"))):
+    for key in sorted(k for k in results if k.startswith(("validation_", "test_", "baseline_", "perplexity_")) and not k.endswith(("_runtime", "_per_second", "_preparation_time"))):
         value = results[key]
         lines.append(f"  {key:<36} {value:.4f}" if isinstance(value, float) else f"  {key:<36} {value}")
     t, n = results["trainable_parameters"], results["total_parameters"]

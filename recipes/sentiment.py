@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     train_result = trainer.train(resume_from_checkpoint=resume)
 
-    extra = {"strategy": strategy.strategy, "label_names": data.label_names, "dropped_empty_texts": data.dropped_empty}
+    extra = {
+        "model_name_or_path": model_args.model_name_or_path,
+        "strategy": strategy.strategy,
+        "label_names": data.label_names,
+        "dropped_empty_texts": data.dropped_empty,
+    }
     if baseline_args.frozen_baseline and trainer.is_world_process_zero():
         backbone = load_pretrained(AutoModel, model_args, load_config(model_args)).to(train_args.device)
         scores = frozen_baseline(backbone, data.datasets["train"], data.datasets["validation"], collator, train_args.seed)

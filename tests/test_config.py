@@ -25,8 +25,14 @@ def test_every_shipped_config_parses_to_its_values(path, monkeypatch):
     import torch
 
     # GPU configs (bf16) only validate where a GPU is, or with use_cpu (CPU bf16 autocast).
-    cpu_only = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
-    parsed = recipe.parse(["--config", str(path), *cpu_only])
+    values = yaml.safe_load(path.read_text())
+    cpu_only = ["--use_cpu", "true"] if values.get("bf16") and not torch.cuda.is_available() else []
+    try:
+        parsed = recipe.parse(["--config", str(path), *cpu_only])
+    except HfTransferError as error:
+        if "shared/data" in str(error) and "does not exist" in str(error):
+            pytest.skip(f"{path.name} reads ../shared/data, absent here: {error}")
+        raise
     values = yaml.safe_load(path.read_text())
     for key, value in values.items():
         owners = [obj for obj in parsed if key in obj.__dataclass_fields__]

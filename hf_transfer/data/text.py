@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "comment", "utterance", "body")
 LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target", "category")
-_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
 
 @dataclass
@@ -48,16 +48,20 @@ class TextDataArgs:
             # No data named: the embedded review sample (data_cards/embedded_reviews.md), so a bare run works offline.
             self.train_file = str(SAMPLES / "reviews_train.csv")
             self.validation_file = str(SAMPLES / "reviews_test.csv")
-        for option in ("train_file", "validation_file", "test_file"):
-            path = getattr(self, option)
-            if path is None:
-                continue
-            if not Path(path).is_file():
-                raise HfTransferError(f"--{option} {path} does not exist")
-            if Path(path).suffix.lower() not in _BUILDERS:
-                raise HfTransferError(f"--{option} {path}: unsupported format; use {', '.join(_BUILDERS)}")
+        check_files({o: getattr(self, o) for o in ("train_file", "validation_file", "test_file")})
         if not 0 < self.validation_split_percentage < 100:
             raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
+
+
+def check_files(options: dict[str, str | None]) -> None:
+    """Each given `--option path` exists and has a format the loader reads."""
+    for option, path in options.items():
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise HfTransferError(f"--{option} {path} does not exist")
+        if Path(path).suffix.lower() not in _BUILDERS:
+            raise HfTransferError(f"--{option} {path}: unsupported format; use {', '.join(_BUILDERS)}")
 
 
 def text_collator(args: TextDataArgs, tokenizer, mixed_precision: bool):
@@ -86,7 +90,7 @@ class TextClassificationData:
         return {name: i for i, name in enumerate(self.label_names)}
 
 
-def _read_file(path: str, split: str):
+def read_file(path: str, split: str):
     from datasets import load_dataset
 
     suffix = Path(path).suffix.lower()
@@ -103,25 +107,29 @@ def _read_file(path: str, split: str):
         raise HfTransferError(f"cannot read {path}: {message}") from None
 
 
-def load_raw(args: TextDataArgs):
-    """The raw splits as a DatasetDict (train, validation?, test?), without any processing."""
+def read_splits(dataset_name: str | None, dataset_config_name: str | None, files: dict[str, str | None]):
+    """Raw splits as a DatasetDict (train, validation?, test?) from the Hub or local files, unprocessed."""
     from datasets import DatasetDict, load_dataset
 
-    if args.dataset_name:
+    if dataset_name:
         try:
-            raw = load_dataset(args.dataset_name, args.dataset_config_name)
+            raw = load_dataset(dataset_name, dataset_config_name)
         except Exception as error:
-            raise HfTransferError(f"cannot load dataset '{args.dataset_name}': {str(error).strip().splitlines()[0]}") from None
+            raise HfTransferError(f"cannot load dataset '{dataset_name}': {str(error).strip().splitlines()[0]}") from None
         if "train" not in raw:
-            raise HfTransferError(f"dataset '{args.dataset_name}' has no 'train' split (it has: {', '.join(raw)})")
+            raise HfTransferError(f"dataset '{dataset_name}' has no 'train' split (it has: {', '.join(raw)})")
         if "validation" not in raw and "valid" in raw:
             raw["validation"] = raw.pop("valid")
         return DatasetDict({k: v for k, v in raw.items() if k in ("train", "validation", "test")})
+    return DatasetDict({split: read_file(path, split) for split, path in files.items() if path})
+
+
+def load_raw(args: TextDataArgs):
     files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
-    return DatasetDict({split: _read_file(path, split) for split, path in files.items() if path})
+    return read_splits(args.dataset_name, args.dataset_config_name, files)
 
 
-def _pick_column(columns: list[str], asked: str | None, candidates: tuple[str, ...], option: str, what: str) -> str:
+def pick_column(columns: list[str], asked: str | None, candidates: tuple[str, ...], option: str, what: str) -> str:
     if asked is not None:
         if asked not in columns:
             raise HfTransferError(f"{what} column '{asked}' not found; the data has columns: {', '.join(columns)}")
@@ -150,8 +158,8 @@ def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> T
         if len(dataset) == 0:
             raise HfTransferError(f"the {split} split is empty; give it at least one labelled row")
     columns = raw["train"].column_names
-    text_col = _pick_column(columns, args.text_column, TEXT_COLUMNS, "text_column", "text")
-    label_col = _pick_column(columns, args.label_column, LABEL_COLUMNS, "label_column", "label")
+    text_col = pick_column(columns, args.text_column, TEXT_COLUMNS, "text_column", "text")
+    label_col = pick_column(columns, args.label_column, LABEL_COLUMNS, "label_column", "label")
     pair_col = args.text_pair_column
     for split, dataset in raw.items():
         needed = [c for c in (text_col, label_col, pair_col) if c]

@@ -1,0 +1,143 @@
+"""Masked-LM continued pretraining and the DAPT/TAPT chain on a tiny local model."""
+import json
+
+import pytest
+import torch
+
+from conftest import make_tokenizer, review_rows, write_csv
+from hf_transfer import HfTransferError
+from hf_transfer.data.mlm import MaskedLMDataArgs, load_masked_lm_data
+from recipes import continued_pretraining, dapt
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def corpus(path, n=60, seed=0, extra=()):
+    texts = list(dict.fromkeys(t for t, _ in review_rows(n, seed=seed))) + list(extra)  # unique texts
+    path.write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    return path
+
+
+def mlm_argv(model_dir, train_file, out, *extra):
+    return ["--model_name_or_path", str(model_dir), "--train_file", str(train_file), "--output_dir", str(out),
+            "--block_size", "16", "--per_device_train_batch_size", "8", "--save_strategy", "no",
+            "--disable_tqdm", "true", *extra]
+
+
+def test_mlm_loss_falls_on_a_repeated_corpus(tiny_text_model_dir, tmp_path, capsys):
+    train = corpus(tmp_path / "u.jsonl", n=40)
+    metrics = continued_pretraining.main(mlm_argv(tiny_text_model_dir, train, tmp_path / "out", "--learning_rate", "3e-3",
+                                                  "--num_train_epochs", "15", "--logging_steps", "1"))
+    assert metrics["perplexity_after"] < 0.5 * metrics["perplexity_before"], metrics
+    assert metrics["mlm_head_was_missing"] is True
+    printed = capsys.readouterr().out
+    assert printed.count("has no masked-LM head") == 1
+    # The adapted folder is a complete checkpoint + tokenizer that the classification recipe can load.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", num_labels=2)
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").mask_token == "[MASK]"
+
+
+def test_perplexity_uses_held_out_texts_only_and_fixed_masks(tokenizer, tmp_path):
+    train = corpus(tmp_path / "u.jsonl", n=80, seed=1)
+    args = MaskedLMDataArgs(train_file=str(train), line_by_line=True, validation_split_percentage=20)
+    data = load_masked_lm_data(args, tokenizer, seed=0)
+
+    def original_text(example):  # undo the masking: labels hold the true token where a mask was put
+        ids = [l if l != -100 else i for i, l in zip(example["input_ids"], example["labels"])]
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    held_out = {original_text(e) for e in data.datasets["validation"]}
+    trained = {tokenizer.decode(e["input_ids"], skip_special_tokens=True) for e in data.datasets["train"]}
+    assert len(held_out) > 5 and not held_out & trained
+    again = load_masked_lm_data(args, tokenizer, seed=0)
+    assert again.datasets["validation"]["input_ids"] == data.datasets["validation"]["input_ids"]
+    masked = sum(l != -100 for e in data.datasets["validation"] for l in e["labels"])
+    assert masked > 0
+
+
+def test_blocks_are_full_and_whole_word_masking_runs(tokenizer, tmp_path):
+    train = corpus(tmp_path / "u.jsonl", n=80, seed=2)
+    data = load_masked_lm_data(MaskedLMDataArgs(train_file=str(train), block_size=16, whole_word_masking=True), tokenizer)
+    assert {len(ids) for ids in data.datasets["train"]["input_ids"]} == {16}
+    from hf_transfer.data.mlm import MaskedLMCollator
+
+    batch = MaskedLMCollator(tokenizer, MaskedLMDataArgs(train_file=str(train), whole_word_masking=True))(
+        [data.datasets["train"][i] for i in range(4)])
+    assert batch["input_ids"].shape == batch["labels"].shape == (4, 16)
+
+
+def test_empty_texts_are_dropped_and_counted(tokenizer, tmp_path):
+    train = corpus(tmp_path / "u.jsonl", n=40, extra=["", "   ", "\n"])
+    data = load_masked_lm_data(MaskedLMDataArgs(train_file=str(train), block_size=16), tokenizer)
+    assert data.dropped_empty == 3
+
+
+def test_corpus_too_small_for_one_block(tokenizer, tmp_path):
+    train = corpus(tmp_path / "u.jsonl", n=4)
+    with pytest.raises(HfTransferError, match=r"shorter than one block of 512 tokens"):
+        load_masked_lm_data(MaskedLMDataArgs(train_file=str(train), block_size=512, validation_file=str(train)), tokenizer)
+
+
+def test_tokenizer_without_mask_token(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0, "[PAD]": 1, "good": 2}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    no_mask = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]")
+    train = corpus(tmp_path / "u.jsonl", n=10)
+    with pytest.raises(HfTransferError, match="has no mask token"):
+        load_masked_lm_data(MaskedLMDataArgs(train_file=str(train)), no_mask)
+
+
+def test_unoffered_strategy_is_a_clear_error(tiny_text_model_dir, tmp_path):
+    train = corpus(tmp_path / "u.jsonl", n=10)
+    with pytest.raises(HfTransferError, match="not offered for continued pretraining"):
+        continued_pretraining.main(mlm_argv(tiny_text_model_dir, train, tmp_path / "o", "--strategy", "feature_extraction"))
+
+
+@pytest.mark.parametrize("tapt", [False, True])
+def test_chain_fine_tunes_the_adapted_checkpoint_beside_the_original(tiny_text_model_dir, review_files, tmp_path, tapt):
+    unlabelled = corpus(tmp_path / "u.jsonl", n=40)
+    out = tmp_path / "dapt"
+    pretrain = "--block_size 16 --max_steps 6 --learning_rate 1e-3 --save_strategy no --disable_tqdm true"
+    if not tapt:
+        pretrain += f" --train_file {unlabelled}"
+    finetune = (f"--train_file {review_files['train']} --validation_file {review_files['validation']} "
+                "--num_train_epochs 1 --per_device_train_batch_size 8 --save_strategy no --frozen_baseline false "
+                "--disable_tqdm true")
+    argv = ["--model_name_or_path", str(tiny_text_model_dir), "--output_dir", str(out), "--pretrain_args", pretrain,
+            "--finetune_args", finetune, "--seeds", "1", "2"] + (["--tapt"] if tapt else [])
+    report = dapt.main(argv)
+
+    for seed in (1, 2):
+        original = json.loads((out / "original" / f"seed_{seed}" / "metrics.json").read_text())
+        adapted = json.loads((out / "adapted" / f"seed_{seed}" / "metrics.json").read_text())
+        assert original["model_name_or_path"] == str(tiny_text_model_dir)
+        assert adapted["model_name_or_path"] == str(out / "adapted")
+        assert original["global_step"] == adapted["global_step"] == 8  # same budget
+    accuracy = report["comparison"]["validation_accuracy"]
+    assert len(accuracy["original"]["runs"]) == len(accuracy["adapted"]["runs"]) == 2
+    assert accuracy["difference"] == pytest.approx(accuracy["adapted"]["mean"] - accuracy["original"]["mean"])
+    assert report["adaptation"]["global_step"] == 6
+    assert json.loads((out / "comparison.json").read_text())["comparison"] == json.loads(json.dumps(report["comparison"]))
+
+    # The adapted encoder really differs from the original one.
+    from transformers import AutoModel
+
+    a = AutoModel.from_pretrained(out / "adapted").embeddings.word_embeddings.weight
+    o = AutoModel.from_pretrained(tiny_text_model_dir).embeddings.word_embeddings.weight
+    assert not torch.equal(a, o)
+
+
+def test_chain_checks_both_halves_before_running(tiny_text_model_dir, review_files, tmp_path):
+    with pytest.raises(HfTransferError, match="--mlm_probability must be in"):
+        dapt.main(["--model_name_or_path", str(tiny_text_model_dir), "--output_dir", str(tmp_path / "o"),
+                   "--pretrain_args", f"--train_file {review_files['train']} --mlm_probability 2",
+                   "--finetune_args", f"--train_file {review_files['train']}"])
+    assert not (tmp_path / "o").exists()
