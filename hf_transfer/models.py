@@ -82,3 +82,36 @@ def load_tokenizer(args: ModelArgs):
         return AutoTokenizer.from_pretrained(args.model_name_or_path, **args.load_kwargs())
     except (OSError, ValueError) as error:
         raise HfTransferError(f"cannot load the tokenizer of '{args.model_name_or_path}': {str(error).strip().splitlines()[0]}") from None
+
+
+def carry_over_base_weights(args: ModelArgs, trained, output_dir: str) -> list[str]:
+    """Add to a saved checkpoint the backbone weights its model class does not have, taken from the original.
+
+    A masked-LM model has no pooler, so a checkpoint saved from one would give every later classifier a
+    random pooler where the original had a pretrained one, and "adapted vs original" would then compare
+    that too. Carried-over weights are unchanged by training, so only what adaptation changed differs.
+    Returns the names added.
+    """
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+
+    original = load_pretrained(AutoModel, args, load_config(args)).state_dict()
+    have = set(trained.base_model.state_dict())
+    prefix = trained.base_model_prefix
+    missing = {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in original.items() if k not in have}
+    if not missing:
+        return []
+    out = Path(output_dir)
+    single, index = out / "model.safetensors", out / "model.safetensors.index.json"
+    if single.is_file():
+        save_file({**load_file(single), **missing}, single, metadata={"format": "pt"})
+    elif index.is_file():
+        save_file(missing, out / "model-carried-over.safetensors", metadata={"format": "pt"})
+        table = json.loads(index.read_text())
+        table["weight_map"].update({k: "model-carried-over.safetensors" for k in missing})
+        index.write_text(json.dumps(table, indent=2))
+    else:
+        raise HfTransferError(f"no safetensors checkpoint in {output_dir} to add the carried-over weights to")
+    return sorted(missing)

@@ -16,12 +16,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `hf_transfer` importable from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from accelerate.utils import extract_model_from_parallel as unwrap_model
 from transformers import AutoModelForMaskedLM, TrainingArguments
 
 from hf_transfer import StrategyArgs, TransferTrainer, apply_strategy, parse_args
 from hf_transfer.data.mlm import MaskedLMCollator, MaskedLMDataArgs, load_masked_lm_data
 from hf_transfer.errors import HfTransferError, run_cli
-from hf_transfer.models import ModelArgs, load_config, load_pretrained, load_tokenizer
+from hf_transfer.models import ModelArgs, carry_over_base_weights, load_config, load_pretrained, load_tokenizer
 from hf_transfer.report import RunClock, finish
 from hf_transfer.training import check_resume, recipe_defaults
 
@@ -82,7 +83,12 @@ def main(argv: list[str] | None = None) -> dict:
         "mlm_head_was_missing": missing_head,
         "strategy": strategy.strategy,
     }
-    return finish(trainer, clock, train_result.metrics, {}, extra)
+    results = finish(trainer, clock, train_result.metrics, {}, extra)
+    if trainer.is_world_process_zero():
+        carried = carry_over_base_weights(model_args, unwrap_model(trainer.model), train_args.output_dir)
+        if carried:
+            print(f"note: carried over unchanged from the original checkpoint (no masked-LM counterpart): {', '.join(carried)}", flush=True)
+    return results
 
 
 def load_masked_lm(model_args: ModelArgs, config):

@@ -38,8 +38,15 @@ def test_mlm_loss_falls_on_a_repeated_corpus(tiny_text_model_dir, tmp_path, caps
     # The adapted folder is a complete checkpoint + tokenizer that the classification recipe can load.
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", num_labels=2)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", num_labels=2)
     assert AutoTokenizer.from_pretrained(tmp_path / "out").mask_token == "[MASK]"
+    # A masked-LM model has no pooler: the original's is carried over unchanged, not left random.
+    from transformers import AutoModel
+
+    original = AutoModel.from_pretrained(tiny_text_model_dir)
+    assert torch.equal(classifier.bert.pooler.dense.weight, original.pooler.dense.weight)
+    assert not torch.equal(classifier.bert.embeddings.word_embeddings.weight, original.embeddings.word_embeddings.weight)
+    assert "carried over unchanged" in printed
 
 
 def test_perplexity_uses_held_out_texts_only_and_fixed_masks(tokenizer, tmp_path):
