@@ -1,13 +1,26 @@
-"""Frozen features: embed a data set with the pretrained backbone and fit a classical head (the baseline transfer must beat)."""
+"""Frozen features: embed a data set once with the pretrained backbone (cached on disk), fit classical heads on them.
+
+With under about a thousand labelled examples this is the first thing to try: one forward pass over the
+data, then seconds per head. It is also the baseline every fine-tuning strategy has to beat.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .errors import HfTransferError
 from .metrics import classification_scores
+
+logger = logging.getLogger(__name__)
+
+HEADS = ("logistic_regression", "linear_svm", "mlp")
 
 
 @dataclass
@@ -19,9 +32,26 @@ class BaselineArgs:
     )
 
 
+@dataclass
+class FeatureArgs:
+    pooling: str = field(default="mean", metadata={"help": "How a text becomes one vector: 'mean' of the tokens or the first token ('cls').", "choices": ("mean", "cls")})
+    layer: int = field(default=-1, metadata={"help": "Hidden state to pool: -1 the last layer, 0 the embeddings, i the output of block i."})
+    heads: list[str] = field(default_factory=lambda: ["logistic_regression"], metadata={"help": f"Classical heads to fit: {', '.join(HEADS)}."})
+    feature_cache_dir: str = field(default="outputs/feature_cache", metadata={"help": "Where embedded features are cached (keyed by model, data and settings)."})
+    k_folds: int | None = field(default=None, metadata={"help": "Also report k-fold cross-validation on the training set (mean and std)."})
+    feature_views: bool = field(default=False, metadata={"help": "Write PCA and t-SNE scatter plots of the features, coloured by label."})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.heads) - set(HEADS))
+        if unknown:
+            raise HfTransferError(f"unknown head(s) {', '.join(unknown)}; choose from {', '.join(HEADS)}")
+        if self.k_folds is not None and self.k_folds < 2:
+            raise HfTransferError(f"--k_folds must be at least 2, got {self.k_folds}")
+
+
 @torch.inference_mode()
-def embed(backbone, dataset, collator, batch_size: int = 64, pooling: str = "mean", device=None) -> np.ndarray:
-    """One vector per example from a frozen encoder: the attention-masked mean of the last hidden states, or [CLS]."""
+def embed(backbone, dataset, collator, batch_size: int = 64, pooling: str = "mean", layer: int = -1, device=None) -> np.ndarray:
+    """One vector per example from a frozen encoder: the attention-masked mean of a layer's hidden states, or its first token."""
     device = device or next(backbone.parameters()).device
     backbone.eval()
     # Sorting by length keeps padding (and so wasted compute) small; the original order is restored after.
@@ -31,7 +61,8 @@ def embed(backbone, dataset, collator, batch_size: int = 64, pooling: str = "mea
     chunks = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        hidden = backbone(**batch).last_hidden_state
+        output = backbone(**batch, output_hidden_states=layer != -1)
+        hidden = output.last_hidden_state if layer == -1 else output.hidden_states[layer]
         if pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -43,18 +74,139 @@ def embed(backbone, dataset, collator, batch_size: int = 64, pooling: str = "mea
     return features
 
 
-def fit_logistic_regression(train_x: np.ndarray, train_y: np.ndarray, seed: int = 42):
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+def model_fingerprint(model) -> str:
+    """Hash of every parameter's name and bytes: any change of weights changes it (about 0.2 s for 100 MB)."""
+    return _digest(*(n.encode() + p.detach().cpu().contiguous().numpy().tobytes() for n, p in model.state_dict().items()))
+
+
+def data_fingerprint(dataset) -> str:
+    """Hash of the tokenised inputs themselves, so a change of data, tokenizer or max length changes it."""
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+    return _digest(*(json.dumps(dataset[c][:]).encode() for c in columns))
+
+
+def cached_embed(backbone, dataset, collator, cache_dir: str | Path, pooling: str = "mean", layer: int = -1,
+                 batch_size: int = 64, model_key: str | None = None) -> tuple[np.ndarray, bool]:
+    """`embed`, computed once per (model, data, pooling, layer) and then read from `cache_dir`. Returns (features, hit)."""
+    key_parts = {
+        "model": model_key or model_fingerprint(backbone),
+        "data": data_fingerprint(dataset),
+        "pooling": pooling,
+        "layer": layer,
+    }
+    key = _digest(json.dumps(key_parts, sort_keys=True).encode())[:32]
+    path = Path(cache_dir) / f"{key}.npy"
+    if path.is_file():
+        return np.load(path), True
+    features = embed(backbone, dataset, collator, batch_size=batch_size, pooling=pooling, layer=layer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, features)
+    tmp.replace(path)  # a crash never leaves a truncated cache entry behind
+    (path.with_suffix(".json")).write_text(json.dumps(key_parts, indent=1))
+    return features, False
+
+
+def make_head(name: str, seed: int = 42):
+    """A scikit-learn classifier on standardised features."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
 
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(train_x, train_y)
+    heads = {
+        "logistic_regression": lambda: LogisticRegression(max_iter=2000, random_state=seed),
+        "linear_svm": lambda: LinearSVC(C=0.1, max_iter=5000, random_state=seed),
+        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(256,), early_stopping=True, max_iter=300, random_state=seed),
+    }
+    return make_pipeline(StandardScaler(), heads[name]())
+
+
+def score_head(head, features: np.ndarray, labels: np.ndarray) -> dict:
+    """Metrics of a fitted head; ROC AUC from probabilities, or from the SVM's decision function."""
+    if hasattr(head, "predict_proba"):
+        scores = head.predict_proba(features)
+    else:
+        margin = head.decision_function(features)
+        scores = np.stack([-margin, margin], 1) if margin.ndim == 1 else margin
+    predictions = head.classes_[scores.argmax(-1)]
+    probabilities = scores if hasattr(head, "predict_proba") else None
+    result = classification_scores(labels, predictions, probabilities)
+    if probabilities is None and scores.shape[1] == 2 and len(np.unique(labels)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        result["roc_auc"] = float(roc_auc_score(labels, scores[:, 1]))
+    return result
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k (train, held-out) index pairs: held-out parts are disjoint, cover every row, and keep label proportions."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = np.bincount(np.unique(labels, return_inverse=True)[1]).min()
+    if smallest < k:
+        raise HfTransferError(f"--k_folds {k} needs at least {k} examples of every label; the rarest has {smallest}")
+    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+
+
+def cross_validate(features: np.ndarray, labels: np.ndarray, head_name: str, k: int, seed: int) -> dict:
+    """Mean and standard deviation of each metric over k stratified folds."""
+    per_fold = []
+    for train_idx, held_idx in stratified_folds(labels, k, seed):
+        head = make_head(head_name, seed).fit(features[train_idx], labels[train_idx])
+        per_fold.append(score_head(head, features[held_idx], labels[held_idx]))
+    return {f"{m}_{stat}": float(fn([f[m] for f in per_fold])) for m in per_fold[0] for stat, fn in (("mean", np.mean), ("std", np.std))}
 
 
 def frozen_baseline(backbone, train, evaluation, collator, seed: int = 42) -> dict:
-    """Accuracy etc. of logistic regression on frozen mean-pooled features: what transfer without fine-tuning gives."""
+    """Logistic regression on frozen mean-pooled features: what transfer without fine-tuning gives."""
     train_x, eval_x = embed(backbone, train, collator), embed(backbone, evaluation, collator)
-    head = fit_logistic_regression(train_x, np.asarray(train["labels"]), seed)
-    probabilities = head.predict_proba(eval_x)
-    predictions = head.classes_[probabilities.argmax(-1)]
-    return classification_scores(np.asarray(evaluation["labels"]), predictions, probabilities)
+    head = make_head("logistic_regression", seed).fit(train_x, np.asarray(train["labels"]))
+    return score_head(head, eval_x, np.asarray(evaluation["labels"]))
+
+
+def plot_feature_views(features: np.ndarray, labels: np.ndarray, label_names: list[str], out_dir: str | Path,
+                       domains: np.ndarray | None = None, seed: int = 42, max_points: int = 2000) -> list[Path]:
+    """PCA and t-SNE scatter plots of the features, coloured by label (marker by domain when given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(seed)
+    keep = rng.permutation(len(features))[:max_points]  # t-SNE is quadratic: a sample shows the structure
+    x, y = features[keep], labels[keep]
+    d = domains[keep] if domains is not None else None
+    views = {
+        "pca": PCA(n_components=2, random_state=seed).fit_transform(x),
+        "tsne": TSNE(n_components=2, random_state=seed, perplexity=min(30, max(5, len(x) // 4)), init="pca").fit_transform(x),
+    }
+    paths = []
+    for name, points in views.items():
+        fig, ax = plt.subplots(figsize=(6, 5))
+        markers = ["o", "^", "s", "D", "v", "P"]
+        for domain_index, domain in enumerate(np.unique(d) if d is not None else [None]):
+            for label in np.unique(y):
+                where = (y == label) & ((d == domain) if d is not None else True)
+                tag = label_names[label] + (f" / {domain}" if domain is not None else "")
+                ax.scatter(points[where, 0], points[where, 1], s=8, alpha=0.6, label=tag,
+                           marker=markers[domain_index % len(markers)], color=f"C{label}")
+        ax.set_title(f"{name.upper()} of frozen features ({len(x)} examples)")
+        ax.legend(markerscale=2, fontsize=8)
+        fig.tight_layout()
+        path = Path(out_dir) / f"features_{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -21,6 +21,10 @@ class ModelArgs:
     revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the Hub repo (off: only trust code you have read)."})
+    from_scratch: bool = field(
+        default=False,
+        metadata={"help": "Random initialisation with the model's architecture and tokenizer: the no-transfer baseline."},
+    )
     use_safetensors: bool = field(
         default=True, metadata={"help": "Load only safetensors weights; --no_use_safetensors allows pickle (.bin) files you trust."}
     )
@@ -63,7 +67,9 @@ def load_config(args: ModelArgs, **overrides):
 
 
 def load_pretrained(auto_class, args: ModelArgs, config, **kwargs):
-    """`auto_class.from_pretrained` with safetensors enforced unless the user opted out."""
+    """`auto_class.from_pretrained` with safetensors enforced unless the user opted out (or random init, from scratch)."""
+    if args.from_scratch:
+        return auto_class.from_config(config, trust_remote_code=args.trust_remote_code)
     try:
         return auto_class.from_pretrained(
             args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None, **args.load_kwargs(), **kwargs

@@ -59,6 +59,8 @@ def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, ext
         }
     )
     results.update(extra or {})
+    if "source_before_accuracy" in results and "source_accuracy" in results:
+        results["forgetting_accuracy"] = results["source_before_accuracy"] - results["source_accuracy"]
     trainer.save_model()
     if trainer.is_world_process_zero():
         out = Path(trainer.args.output_dir)
@@ -66,13 +68,15 @@ def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, ext
         tmp = out / "metrics.json.tmp"
         tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
         os.replace(tmp, out / "metrics.json")  # never a half-written metrics file
+        # Learning curves for reports: every logged loss and evaluation, by step.
+        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         print_summary(results, out)
     return results
 
 
 def print_summary(results: dict, output_dir: Path) -> None:
     lines = ["", "=" * 64, "hf_transfer run summary"]
-    for key in sorted(k for k in results if k.startswith(("validation_", "test_", "baseline_", "perplexity_")) and not k.endswith(("_runtime", "_per_second", "_preparation_time"))):
+    for key in sorted(k for k in results if k.startswith(("validation_", "test_", "baseline_", "perplexity_", "source_", "forgetting_")) and not k.endswith(("_runtime", "_per_second", "_preparation_time"))):
         value = results[key]
         lines.append(f"  {key:<36} {value:.4f}" if isinstance(value, float) else f"  {key:<36} {value}")
     t, n = results["trainable_parameters"], results["total_parameters"]

@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make `hf_transfer` importable 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate.utils import extract_model_from_parallel as unwrap_model
-from transformers import AutoModelForMaskedLM, TrainingArguments
+from transformers import AutoModelForMaskedLM, TrainingArguments, set_seed
 
 from hf_transfer import StrategyArgs, TransferTrainer, apply_strategy, parse_args
 from hf_transfer.data.mlm import MaskedLMCollator, MaskedLMDataArgs, load_masked_lm_data
@@ -32,7 +32,6 @@ ARGUMENTS = (ModelArgs, MaskedLMDataArgs, StrategyArgs, TrainingArguments)
 DEFAULTS = recipe_defaults(
     output_dir="outputs/continued_pretraining", learning_rate=5e-5, num_train_epochs=1, eval_strategy="no",
     logging_steps=50, save_steps=500,
-    average_tokens_across_devices=True,  # a token-level loss: average over every device's masked tokens
 )
 
 
@@ -44,6 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
     clock = RunClock()
     model_args, data_args, strategy, train_args = parse(argv)
     resume = check_resume(train_args)
+    if model_args.from_scratch:
+        raise HfTransferError("--from_scratch makes no sense for continued pretraining: it continues from pretrained weights")
     if strategy.strategy not in ("full", "lora", "freeze"):
         raise HfTransferError(f"--strategy {strategy.strategy} is not offered for continued pretraining; use full, freeze or lora")
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(model_args)
     data = load_masked_lm_data(data_args, tokenizer, seed=train_args.seed)
 
+    set_seed(train_args.seed)  # the new head's initialisation is part of the run
     model, missing_head = load_masked_lm(model_args, config)
     if missing_head:
         print(f"note: {model_args.model_name_or_path} has no masked-LM head; its transform layer starts random "

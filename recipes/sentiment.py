@@ -14,7 +14,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `hf_transfer` importable from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transformers import AutoModel, AutoModelForSequenceClassification, TrainingArguments
+from transformers import AutoModel, AutoModelForSequenceClassification, TrainingArguments, set_seed
 
 from hf_transfer import StrategyArgs, TransferTrainer, apply_strategy, parse_args
 from hf_transfer.data.text import TextDataArgs, load_text_classification, text_collator
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_text_classification(data_args, tokenizer, seed=train_args.seed)
     config.id2label, config.label2id = data.id2label, data.label2id
 
+    set_seed(train_args.seed)  # the new head's initialisation (or a from-scratch model's) is part of the run
     model = load_pretrained(AutoModelForSequenceClassification, model_args, config)
     model = apply_strategy(model, strategy)
     collator = text_collator(data_args, tokenizer, mixed_precision=train_args.bf16 or train_args.fp16)
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=collator,
         compute_metrics=compute_classification_metrics,
     )
+    source = data.datasets.get("source")
+    source_before = trainer.evaluate(source, metric_key_prefix="source_before") if source is not None else {}
     train_result = trainer.train(resume_from_checkpoint=resume)
 
     extra = {
@@ -68,12 +71,14 @@ def main(argv: list[str] | None = None) -> dict:
         "strategy": strategy.strategy,
         "label_names": data.label_names,
         "dropped_empty_texts": data.dropped_empty,
+        "from_scratch": model_args.from_scratch,
+        **{k: v for k, v in source_before.items() if k.endswith(("_accuracy", "_f1", "_loss"))},
     }
     if baseline_args.frozen_baseline and trainer.is_world_process_zero():
         backbone = load_pretrained(AutoModel, model_args, load_config(model_args)).to(train_args.device)
         scores = frozen_baseline(backbone, data.datasets["train"], data.datasets["validation"], collator, train_args.seed)
         extra.update({f"baseline_{k}": v for k, v in scores.items()})
-    eval_splits = {split: data.datasets[split] for split in ("validation", "test") if split in data.datasets}
+    eval_splits = {split: data.datasets[split] for split in ("validation", "test", "source") if split in data.datasets}
     return finish(trainer, clock, train_result.metrics, eval_splits, extra)
 
 

@@ -23,6 +23,10 @@ class TextDataArgs:
     train_file: str | None = field(default=None, metadata={"help": "Local training file: csv, tsv, json, jsonl or parquet."})
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file (same formats)."})
     test_file: str | None = field(default=None, metadata={"help": "Local test file, evaluated once after training."})
+    source_eval_file: str | None = field(
+        default=None,
+        metadata={"help": "Labelled data of the source task (same labels), evaluated before and after training: forgetting."},
+    )
     text_column: str | None = field(default=None, metadata={"help": f"Text column (default: the first of {', '.join(TEXT_COLUMNS)})."})
     text_pair_column: str | None = field(default=None, metadata={"help": "Second text column for sentence-pair tasks."})
     label_column: str | None = field(default=None, metadata={"help": f"Label column (default: the first of {', '.join(LABEL_COLUMNS)})."})
@@ -37,18 +41,23 @@ class TextDataArgs:
         default=10, metadata={"help": "Without a validation split, hold out this share of train (stratified)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
+    max_train_samples_per_class: int | None = field(
+        default=None, metadata={"help": "Train on a random subset with at most this many examples of each label (few-shot)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N examples."})
 
     def __post_init__(self) -> None:
         if self.dataset_name and self.train_file:
             raise HfTransferError("give either --dataset_name or --train_file, not both")
         if not self.dataset_name and not self.train_file:
-            if self.validation_file or self.test_file:
+            if self.validation_file or self.test_file or self.source_eval_file:
                 raise HfTransferError("--validation_file/--test_file need --train_file (or --dataset_name)")
             # No data named: the embedded review sample (data_cards/embedded_reviews.md), so a bare run works offline.
             self.train_file = str(SAMPLES / "reviews_train.csv")
             self.validation_file = str(SAMPLES / "reviews_test.csv")
-        check_files({o: getattr(self, o) for o in ("train_file", "validation_file", "test_file")})
+        check_files({o: getattr(self, o) for o in ("train_file", "validation_file", "test_file", "source_eval_file")})
+        if self.max_train_samples is not None and self.max_train_samples_per_class is not None:
+            raise HfTransferError("give --max_train_samples or --max_train_samples_per_class, not both")
         if not 0 < self.validation_split_percentage < 100:
             raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
 
@@ -126,7 +135,10 @@ def read_splits(dataset_name: str | None, dataset_config_name: str | None, files
 
 def load_raw(args: TextDataArgs):
     files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
-    return read_splits(args.dataset_name, args.dataset_config_name, files)
+    raw = read_splits(args.dataset_name, args.dataset_config_name, files)
+    if args.source_eval_file:
+        raw["source"] = read_file(args.source_eval_file, "source")
+    return raw
 
 
 def pick_column(columns: list[str], asked: str | None, candidates: tuple[str, ...], option: str, what: str) -> str:
@@ -143,6 +155,16 @@ def pick_column(columns: list[str], asked: str | None, candidates: tuple[str, ..
 
 def _label_key(value) -> str:
     return str(value).strip()
+
+
+def _per_class_subset(dataset, per_class: int, seed: int):
+    """A random subset with at most `per_class` rows of each label, in a shuffled order."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(dataset["labels"])
+    chosen = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)])
+    return dataset.select(rng.permutation(chosen).tolist())
 
 
 def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> TextClassificationData:
@@ -227,8 +249,10 @@ def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> T
         data["train"], data["validation"] = held_out["train"], held_out["test"]
     if args.max_train_samples is not None and args.max_train_samples < len(data["train"]):
         data["train"] = data["train"].shuffle(seed=seed).select(range(args.max_train_samples))
+    if args.max_train_samples_per_class is not None:
+        data["train"] = _per_class_subset(data["train"], args.max_train_samples_per_class, seed)
     if args.max_eval_samples is not None:
-        for split in ("validation", "test"):
+        for split in ("validation", "test", "source"):
             if split in data and args.max_eval_samples < len(data[split]):
                 data[split] = data[split].select(range(args.max_eval_samples))
 

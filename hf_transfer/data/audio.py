@@ -1,0 +1,577 @@
+"""Audio data: Hub datasets or local files, checked up front from their headers, decoded and resampled lazily per batch.
+
+Sources: a Hub dataset with an audio column (cast to `Audio(decode=False)`, so `datasets` never needs
+torchcodec), a csv/jsonl/tsv/parquet table of paths (relative paths resolve against the table's folder),
+or a folder holding one subfolder per label.
+
+Every clip is checked before training with `soundfile.info` (header only, no decoding): unreadable, empty
+or too-short clips are skipped with a count and their paths in the log (or are an error with
+`--on_bad_audio error`), so nothing fails mid-epoch. The same pass gives the `length` column (samples at
+the model's rate) that the Trainer's `group_by_length` sampler reads.
+
+Decoding happens in the collator, not in a `set_transform`: the Trainer reads `dataset["length"]` for
+length-grouped sampling, and on a dataset with a custom transform every element of that column goes
+through the transform, i.e. the whole split would be decoded each epoch just to read its lengths
+(datasets 5.2). Rows stay references (path or bytes) plus labels, so nothing decoded reaches the cache.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from ..errors import HfTransferError
+from .text import LABEL_COLUMNS, _BUILDERS, _pick_column, _read_file
+
+logger = logging.getLogger(__name__)
+
+AUDIO_COLUMNS = ("audio", "file", "path", "audio_path", "audio_file", "filename", "wav")
+# What soundfile's bundled libsndfile decodes without system libraries (MP3 since libsndfile 1.1).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+SPLITS = ("train", "validation", "test")
+_LISTED_PATHS = 20  # skipped files named one per log line; beyond this only counted
+
+
+@dataclass
+class AudioDataArgs:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (or a local dataset folder) with an audio column."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    train_split_name: str = field(default="train", metadata={"help": "Hub dataset: the training split."})
+    validation_split_name: str = field(
+        default="validation", metadata={"help": "Hub dataset: the validation split (held out from train when absent)."}
+    )
+    test_split_name: str = field(default="test", metadata={"help": "Hub dataset: the test split (evaluated when present)."})
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "Local table (csv, tsv, json, jsonl, parquet) with an audio path column; relative paths "
+                  "resolve against the table's folder."},
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation table (same formats)."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test table, evaluated once after training."})
+    train_dir: str | None = field(default=None, metadata={"help": "Local folder with one subfolder of clips per label."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Validation folder, one subfolder per label."})
+    test_dir: str | None = field(default=None, metadata={"help": "Test folder, one subfolder per label."})
+    audio_column: str | None = field(
+        default=None, metadata={"help": f"Audio column (default: an Audio feature, else the first of {', '.join(AUDIO_COLUMNS)})."}
+    )
+    max_duration_seconds: float | None = field(default=None, metadata={"help": "Longer clips are cut or skipped (--long_audio)."})
+    long_audio: str = field(
+        default="cut",
+        metadata={"help": "Clips over --max_duration_seconds: 'cut' (a random window in training, the start in "
+                  "evaluation) or 'skip'. Counts are logged.", "choices": ("cut", "skip")},
+    )
+    on_bad_audio: str = field(
+        default="skip",
+        metadata={"help": "Unreadable, empty or missing audio files: 'skip' (count and paths logged) or 'error'.",
+                  "choices": ("skip", "error")},
+    )
+    validation_split_percentage: int = field(
+        default=10, metadata={"help": "Without a validation split, hold out this share of train (stratified by label)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N clips of each split."})
+
+    def __post_init__(self) -> None:
+        local = [o for o in ("train_file", "train_dir") if getattr(self, o)]
+        if self.dataset_name and local:
+            raise HfTransferError(f"give either --dataset_name or --{local[0]}, not both")
+        if len(local) > 1:
+            raise HfTransferError("give either --train_file or --train_dir, not both")
+        for split in SPLITS:
+            file, folder = getattr(self, f"{split}_file"), getattr(self, f"{split}_dir")
+            if file and folder:
+                raise HfTransferError(f"give either --{split}_file or --{split}_dir, not both")
+            if (file or folder) and self.dataset_name:
+                raise HfTransferError(f"--{split}_{'file' if file else 'dir'} cannot be combined with --dataset_name")
+            if file:
+                if not Path(file).is_file():
+                    raise HfTransferError(f"--{split}_file {file} does not exist")
+                if Path(file).suffix.lower() not in _BUILDERS:
+                    raise HfTransferError(f"--{split}_file {file}: unsupported format; use {', '.join(_BUILDERS)}")
+            if folder and not Path(folder).is_dir():
+                raise HfTransferError(f"--{split}_dir {folder} does not exist (a folder with one subfolder of clips per label)")
+        if (self.validation_file or self.validation_dir or self.test_file or self.test_dir) and not local:
+            raise HfTransferError("--validation_*/--test_* need --train_file or --train_dir")
+        if self.max_duration_seconds is not None and self.max_duration_seconds <= 0:
+            raise HfTransferError(f"--max_duration_seconds must be > 0, got {self.max_duration_seconds}")
+        if not 0 < self.validation_split_percentage < 100:
+            raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
+
+    def require_source(self) -> None:
+        """Checked at load time, not on parse, so a config file can hold the run and the data come as flags."""
+        if not (self.dataset_name or self.train_file or self.train_dir):
+            raise HfTransferError("no training data: pass --dataset_name, --train_file (a table of paths) or --train_dir (a folder per label)")
+
+
+@dataclass
+class AudioLabelArgs:
+    label_column: str | None = field(default=None, metadata={"help": f"Label column (default: the first of {', '.join(LABEL_COLUMNS)})."})
+    class_names: list[str] | None = field(
+        default=None, metadata={"help": "The declared label set, in id order; labels outside it are an error."}
+    )
+
+
+@dataclass
+class AudioAugmentArgs:
+    speed_factors: list[float] | None = field(
+        default=None,
+        metadata={"help": "Speed perturbation of training clips: each plays at a factor drawn from this list "
+                  "(e.g. 0.9 1.0 1.1; pitch moves with it, as Kaldi's speed perturbation)."},
+    )
+    noise_snr_db: float | None = field(default=None, metadata={"help": "Add white noise to training clips at this SNR in dB."})
+    noise_probability: float | None = field(default=None, metadata={"help": "Share of training clips that get noise (default 0.5)."})
+
+    def __post_init__(self) -> None:
+        if self.speed_factors is not None and (not self.speed_factors or min(self.speed_factors) <= 0):
+            raise HfTransferError(f"--speed_factors must be positive numbers, got {self.speed_factors}")
+        if self.noise_probability is not None:
+            if self.noise_snr_db is None:
+                raise HfTransferError("--noise_probability needs --noise_snr_db")
+            if not 0 <= self.noise_probability <= 1:
+                raise HfTransferError(f"--noise_probability must be in [0, 1], got {self.noise_probability}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.speed_factors) or self.noise_snr_db is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading: headers up front, samples per batch
+# ---------------------------------------------------------------------------------------------------------
+
+def _open_target(source):
+    """What soundfile opens for a row's audio value: a path, or the bytes a Hub dataset embeds."""
+    if isinstance(source, dict):
+        if source.get("bytes"):
+            return io.BytesIO(source["bytes"])
+        source = source.get("path")
+    return source
+
+
+def describe(source) -> str:
+    """The row's audio as a user recognises it in a log line: its path."""
+    if isinstance(source, dict):
+        return str(source.get("path") or "<embedded bytes>")
+    return str(source)
+
+
+@dataclass(frozen=True)
+class AudioHeader:
+    frames: int
+    sampling_rate: int
+    channels: int
+
+
+def probe(source) -> AudioHeader | str:
+    """The clip's header, or why it cannot be used (a short reason for the log); never decodes samples."""
+    target = _open_target(source)
+    if target is None or (isinstance(target, str) and not target):
+        return "no audio path or bytes"
+    if isinstance(target, (str, Path)) and not Path(target).is_file():
+        return "file not found"
+    try:
+        info = soundfile.info(target)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+        message = str(error)
+        if "SF_INFO struct incomplete" in message:  # libsndfile's words for a header with rate or channels 0
+            return "sample rate cannot be read from the header"
+        if "Format not recognised" in message:
+            return "not a readable audio file (format not recognised)"
+        return f"cannot be read ({message.split(': ', 1)[-1].strip()})"
+    if info.samplerate <= 0:
+        return "sample rate cannot be read from the header"
+    if info.frames <= 0:
+        return "empty (no audio frames)"
+    return AudioHeader(info.frames, info.samplerate, info.channels)
+
+
+@lru_cache(maxsize=64)
+def _resampler(orig_freq: int, new_freq: int):
+    import torchaudio
+
+    # A Resample module computes its sinc kernel once; per-call functional.resample would redo it every clip.
+    return torchaudio.transforms.Resample(orig_freq, new_freq)
+
+
+def resample(waveform: np.ndarray, orig_freq: int, new_freq: int) -> np.ndarray:
+    """torchaudio's band-limited sinc resampling (`torchaudio.functional.resample`'s kernel, cached per rate pair)."""
+    if orig_freq == new_freq:
+        return waveform
+    with torch.no_grad():
+        return _resampler(int(orig_freq), int(new_freq))(torch.from_numpy(waveform)).numpy()
+
+
+def read_audio(
+    source, sampling_rate: int, *, max_seconds: float | None = None, rng: np.random.Generator | None = None, speed: float = 1.0
+) -> np.ndarray:
+    """Decode one clip to mono float32 at `sampling_rate`.
+
+    Longer than `max_seconds`: only a window is read (random with `rng`, else the start). `speed` != 1 plays
+    the clip faster or slower (pitch included, like sox/Kaldi speed perturbation); it is folded into the one
+    resampling pass: reading a clip of rate r as if its rate were r * speed is exactly that perturbation.
+    """
+    with soundfile.SoundFile(_open_target(source)) as file:
+        rate, frames = file.samplerate, file.frames
+        window = frames if max_seconds is None else min(frames, int(max_seconds * rate * speed))
+        if window < frames:
+            file.seek(int(rng.integers(0, frames - window + 1)) if rng is not None else 0)
+        samples = file.read(window, dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    return resample(np.ascontiguousarray(mono), round(rate * speed), sampling_rate)
+
+
+def add_noise(waveform: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White Gaussian noise scaled to `snr_db` against the clip's own power (`torchaudio.functional.add_noise`)."""
+    from torchaudio.functional import add_noise as torchaudio_add_noise
+
+    noise = torch.from_numpy(rng.standard_normal(waveform.shape[-1]).astype(np.float32))
+    signal = torch.from_numpy(waveform)
+    if float(signal.pow(2).sum()) == 0.0:  # silence has no power to scale noise against
+        return waveform
+    return torchaudio_add_noise(signal, noise, torch.tensor(float(snr_db))).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources: Hub, tables of paths, folders per label
+# ---------------------------------------------------------------------------------------------------------
+
+def _load_hub(args: AudioDataArgs) -> dict:
+    from datasets import get_dataset_split_names, load_dataset
+
+    names = {"train": args.train_split_name, "validation": args.validation_split_name, "test": args.test_split_name}
+    try:
+        available = get_dataset_split_names(args.dataset_name, args.dataset_config_name)
+        if names["train"] not in available:
+            raise HfTransferError(
+                f"dataset '{args.dataset_name}' has no '{names['train']}' split (it has: {', '.join(available)}); "
+                "name it with --train_split_name"
+            )
+        # Split by split, so a corpus with hundreds of hours in other splits is not downloaded for nothing.
+        return {split: load_dataset(args.dataset_name, args.dataset_config_name, split=name)
+                for split, name in names.items() if name in available}
+    except HfTransferError:
+        raise
+    except Exception as error:  # datasets and the Hub client raise many types
+        raise HfTransferError(f"cannot load dataset '{args.dataset_name}': {str(error).strip().splitlines()[0]}") from None
+
+
+def _scan_label_folders(root: str, split: str):
+    from datasets import Dataset
+
+    paths, labels = [], []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        for clip in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+            paths.append(str(clip))
+            labels.append(folder.name)
+    if not paths:
+        raise HfTransferError(
+            f"the {split} split is empty: {root} has no label subfolders with audio files ({', '.join(AUDIO_SUFFIXES)})"
+        )
+    return Dataset.from_dict({"audio": paths, "label": labels})
+
+
+def _resolve_paths(dataset, column: str, table: str):
+    """Relative paths in a table point next to the table, wherever the command runs from."""
+    base = Path(table).resolve().parent
+
+    def resolve(value):
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else base / path)
+
+    return dataset.remove_columns(column).add_column(column, [resolve(v) for v in dataset[column]])
+
+
+def _audio_column(dataset, asked: str | None) -> str:
+    from datasets import Audio
+
+    if asked is None:
+        decoded = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
+        if decoded:
+            return decoded[0]
+    return _pick_column(dataset.column_names, asked, AUDIO_COLUMNS, "audio_column", "audio")
+
+
+def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple[str, ...], option: str, what: str, folders_give: str | None):
+    """The raw splits as a DatasetDict with two columns, `audio` (path or {bytes, path}) and `target`.
+
+    `target`/`candidates`/`option`/`what` name the label or transcript column as in `_pick_column`;
+    `folders_give` is the column a folder-per-label source provides (None: folders are not a valid source).
+    """
+    from datasets import Audio, DatasetDict
+
+    args.require_source()
+    if args.dataset_name:
+        raw = _load_hub(args)
+    else:
+        raw = {}
+        for split in SPLITS:
+            file, folder = getattr(args, f"{split}_file"), getattr(args, f"{split}_dir")
+            if folder:
+                if folders_give is None:
+                    raise HfTransferError(
+                        f"--{split}_dir gives labels from folder names, not {what}s; use --{split}_file with a {what} column"
+                    )
+                raw[split] = _scan_label_folders(folder, split)
+            elif file:
+                raw[split] = _read_file(file, split)
+
+    prepared = {}
+    for split, dataset in raw.items():
+        if len(dataset) == 0:
+            raise HfTransferError(f"the {split} split is empty; give it at least one clip")
+        audio_col = _audio_column(dataset, args.audio_column)
+        target_col = folders_give if getattr(args, f"{split}_dir", None) else target
+        target_col = _pick_column(dataset.column_names, target_col, candidates, option, what)
+        dataset = dataset.select_columns([audio_col, target_col])
+        if isinstance(dataset.features[audio_col], Audio):
+            dataset = dataset.cast_column(audio_col, Audio(decode=False))  # path/bytes only: no torchcodec needed
+        elif getattr(args, f"{split}_file", None):
+            dataset = _resolve_paths(dataset, audio_col, getattr(args, f"{split}_file"))
+        renames = {audio_col: "audio", target_col: "target"}
+        prepared[split] = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
+    return DatasetDict(prepared)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Labels, held-out validation, subsets
+# ---------------------------------------------------------------------------------------------------------
+
+def _label_key(value) -> str:
+    return str(value).strip()
+
+
+def encode_labels(raw, args: AudioLabelArgs) -> tuple[object, list[str]]:
+    """Replace `target` with ClassLabel `labels`; names: declared > the dataset's ClassLabel > sorted training values."""
+    from datasets import ClassLabel, DatasetDict
+
+    feature = raw["train"].features["target"]
+    if args.class_names:
+        names = [_label_key(n) for n in args.class_names]
+    elif isinstance(feature, ClassLabel):
+        names = list(feature.names)
+    else:
+        values = {v for v in raw["train"]["target"] if v is not None}
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        names = [_label_key(v) for v in sorted(values, key=float if numeric else str)]
+    if len(names) < 2:
+        raise HfTransferError(f"need at least two labels, found {names}")
+    label2id = {name: i for i, name in enumerate(names)}
+    ids_given = isinstance(feature, ClassLabel) or (args.class_names is not None and feature.dtype.startswith(("int", "uint")))
+
+    encoded = {}
+    for split, dataset in raw.items():
+        values = dataset["target"]
+        missing = sum(v is None for v in values)
+        if missing:
+            raise HfTransferError(f"{missing} clips of the {split} split have no label; fill or remove them")
+        ids = [v if ids_given else label2id.get(_label_key(v), -1) for v in values]
+        unknown = sorted({_label_key(v) for v, i in zip(values, ids) if not 0 <= i < len(names)})
+        if unknown:
+            raise HfTransferError(
+                f"the {split} split has labels outside the label set {names}: {unknown[:10]}; "
+                "declare every label with --class_names or fix the data"
+            )
+        dataset = dataset.remove_columns("target").add_column("labels", ids)
+        encoded[split] = dataset.cast_column("labels", ClassLabel(names=names))
+    return DatasetDict(encoded), names
+
+
+def hold_out_and_subsample(data, args: AudioDataArgs, seed: int, stratify: bool):
+    """A validation split from train when none is given, then the --max_*_samples subsets."""
+    if "validation" not in data:
+        test_size = args.validation_split_percentage / 100
+        try:
+            held_out = data["train"].train_test_split(test_size=test_size, seed=seed, stratify_by_column="labels" if stratify else None)
+        except ValueError:  # a class with a single clip cannot be stratified
+            held_out = data["train"].train_test_split(test_size=test_size, seed=seed)
+        data["train"], data["validation"] = held_out["train"], held_out["test"]
+    if args.max_train_samples is not None and args.max_train_samples < len(data["train"]):
+        data["train"] = data["train"].shuffle(seed=seed).select(range(args.max_train_samples))
+    if args.max_eval_samples is not None:
+        for split in ("validation", "test"):
+            if split in data and args.max_eval_samples < len(data[split]):
+                data[split] = data[split].select(range(args.max_eval_samples))
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The up-front check: headers, lengths, bad and long clips
+# ---------------------------------------------------------------------------------------------------------
+
+def check_audio(dataset, split: str, args: AudioDataArgs, sampling_rate: int, min_samples: int):
+    """Read every clip's header; drop (or refuse) the unusable ones; add `length` (samples at `sampling_rate`).
+
+    Returns the checked dataset and a Counter of what was skipped or cut. Only headers are read, so this
+    costs milliseconds per thousand local files.
+    """
+    bad: list[tuple[str, str]] = []
+    counts: Counter = Counter()
+    keep, lengths = [], []
+    max_samples = None if args.max_duration_seconds is None else int(args.max_duration_seconds * sampling_rate)
+    index = 0
+    for batch in dataset.select_columns(["audio"]).iter(batch_size=256):
+        for source in batch["audio"]:
+            header = probe(source)
+            if isinstance(header, str):
+                bad.append((describe(source), header))
+            else:
+                samples = math.ceil(header.frames * sampling_rate / header.sampling_rate)
+                if max_samples is not None and samples > max_samples:
+                    counts["too_long_skipped" if args.long_audio == "skip" else "too_long_cut"] += 1
+                    samples = None if args.long_audio == "skip" else max_samples
+                if samples is not None and samples < min_samples:
+                    counts["too_short_skipped"] += 1  # shorter than the conv stack's receptive field: no frame at all
+                    samples = None
+                if samples is not None:
+                    keep.append(index)
+                    lengths.append(samples)
+            index += 1
+
+    if bad:
+        listing = "; ".join(f"{path}: {reason}" for path, reason in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        if args.on_bad_audio == "error":
+            raise HfTransferError(
+                f"{len(bad)} unusable audio file(s) in the {split} split: {listing}; fix or remove them, or pass --on_bad_audio skip"
+            )
+        counts["bad_audio_skipped"] = len(bad)
+        logger.warning("skipped %d unusable audio file(s) in the %s split (--on_bad_audio skip):", len(bad), split)
+        for path, reason in bad[:_LISTED_PATHS]:
+            logger.warning("  skipped %s: %s", path, reason)
+        if len(bad) > _LISTED_PATHS:
+            logger.warning("  ... and %d more", len(bad) - _LISTED_PATHS)
+    for what, n in counts.items():
+        if what != "bad_audio_skipped":
+            logger.warning("%s split: %d clip(s) %s (--max_duration_seconds %s, receptive field %d samples)",
+                           split, n, what.replace("_", " "), args.max_duration_seconds, min_samples)
+    if not keep:
+        reasons = Counter(reason for _, reason in bad)
+        reasons.update({k.replace("_", " "): v for k, v in counts.items() if k != "bad_audio_skipped" and k != "too_long_cut"})
+        example = f" (e.g. {bad[0][0]}: {bad[0][1]})" if bad else ""
+        raise HfTransferError(
+            f"the {split} split has no usable audio: all {index} clips were skipped "
+            f"({', '.join(f'{n} {r}' for r, n in reasons.items())}){example}"
+        )
+    checked = dataset.select(keep) if len(keep) < len(dataset) else dataset
+    return checked.add_column("length", lengths), counts
+
+
+def check_splits(data, args: AudioDataArgs, sampling_rate: int, min_samples: int):
+    """`check_audio` on every split; the training split is marked for augmentation. Returns (data, report)."""
+    from datasets import DatasetDict
+
+    checked, report = {}, {}
+    for split, dataset in data.items():
+        checked[split], counts = check_audio(dataset, split, args, sampling_rate, min_samples)
+        report.update({f"{split}_{what}": n for what, n in counts.items()})
+        report[f"{split}_clips"] = len(checked[split])
+        report[f"{split}_hours"] = round(sum(checked[split]["length"]) / sampling_rate / 3600, 4)
+    # The collator decodes every split; this flag is how it tells training rows (random crop, augmentation)
+    # from evaluation rows, since the Trainer hands one collator all of them.
+    checked["train"] = checked["train"].add_column("augment", [True] * len(checked["train"]))
+    return DatasetDict(checked), report
+
+
+@dataclass
+class AudioClassificationData:
+    datasets: object  # DatasetDict: audio, labels, length (+ augment in train)
+    label_names: list[str]
+    report: dict  # clips, hours and skip counts per split
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.label_names)}
+
+
+def load_audio_classification(
+    args: AudioDataArgs, label_args: AudioLabelArgs, sampling_rate: int, min_samples: int, seed: int = 42
+) -> AudioClassificationData:
+    """Load, label and check an audio classification data set; cheap checks (columns, labels) come first."""
+    raw = load_audio_splits(args, label_args.label_column, LABEL_COLUMNS, "label_column", "label", folders_give="label")
+    data, names = encode_labels(raw, label_args)
+    data = hold_out_and_subsample(data, args, seed, stratify=True)
+    data, report = check_splits(data, args, sampling_rate, min_samples)
+    return AudioClassificationData(data, names, report)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------------------
+
+class AudioCollator:
+    """Decodes, resamples, augments (training rows only) and featurises a list of rows, then pads the batch.
+
+    Gives `input_values`, `attention_mask` (when the feature extractor returns one) and `labels`: class ids
+    as a tensor, or token sequences padded with -100 (ignored by the CTC loss). Batches are padded to at
+    least `min_samples`, so the model's time masking never meets a sequence shorter than its mask span.
+    """
+
+    def __init__(self, feature_extractor, *, max_seconds: float | None = None, augment: AudioAugmentArgs | None = None,
+                 min_samples: int = 0, seed: int = 42):
+        self.feature_extractor = feature_extractor
+        self.sampling_rate = feature_extractor.sampling_rate
+        self.max_seconds = max_seconds
+        self.augment = augment or AudioAugmentArgs()
+        self.min_samples = min_samples
+        self.seed = seed
+        self._rng, self._rng_owner = None, object()
+
+    def rng(self) -> np.random.Generator:
+        # DataLoader workers get a fresh seed per worker and per epoch; reseeding from it keeps workers from
+        # repeating each other's augmentation. Without workers, one generator runs through the whole training.
+        worker = torch.utils.data.get_worker_info()
+        owner = None if worker is None else worker.seed
+        if self._rng is None or owner != self._rng_owner:
+            self._rng = np.random.default_rng(self.seed if worker is None else worker.seed)
+            self._rng_owner = owner
+        return self._rng
+
+    def waveform(self, row: dict) -> np.ndarray:
+        if not row.get("augment"):
+            return read_audio(row["audio"], self.sampling_rate, max_seconds=self.max_seconds)
+        rng = self.rng()
+        speed = float(rng.choice(self.augment.speed_factors)) if self.augment.speed_factors else 1.0
+        waveform = read_audio(row["audio"], self.sampling_rate, max_seconds=self.max_seconds, rng=rng, speed=speed)
+        probability = 0.5 if self.augment.noise_probability is None else self.augment.noise_probability
+        if self.augment.noise_snr_db is not None and rng.random() < probability:
+            waveform = add_noise(waveform, self.augment.noise_snr_db, rng)
+        return waveform
+
+    def __call__(self, rows: list[dict]) -> dict:
+        waveforms = [self.waveform(row) for row in rows]
+        features = self.feature_extractor(waveforms, sampling_rate=self.sampling_rate)  # per-clip normalisation
+        longest = max(len(w) for w in waveforms)
+        batch = self.feature_extractor.pad(
+            {"input_values": features["input_values"]},
+            padding="longest" if longest >= self.min_samples else "max_length",
+            max_length=None if longest >= self.min_samples else self.min_samples,
+            return_attention_mask=self.feature_extractor.return_attention_mask,
+            return_tensors="pt",
+        )
+        if "labels" in rows[0]:
+            batch["labels"] = pad_labels([row["labels"] for row in rows])
+        return batch
+
+
+def pad_labels(labels: list) -> torch.Tensor:
+    """Class ids as a 1-d tensor; token sequences right-padded with -100."""
+    if not isinstance(labels[0], (list, tuple, np.ndarray)):
+        return torch.tensor(labels, dtype=torch.long)
+    longest = max(len(seq) for seq in labels)
+    padded = torch.full((len(labels), longest), -100, dtype=torch.long)
+    for i, seq in enumerate(labels):
+        padded[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return padded
