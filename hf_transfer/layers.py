@@ -48,6 +48,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "vit": ArchitectureSpec(("embeddings",), ("layers",), ("num_hidden_layers",), ("q_proj", "v_proj")),
     "wav2vec2": _WAV2VEC2_LIKE,
     "hubert": _WAV2VEC2_LIKE,
+    # WavLM keeps wav2vec2's names; its relative-position embedding lives in block 0's attention.
+    "wavlm": _WAV2VEC2_LIKE,
     # T5's blocks run encoder then decoder; the encoder's final norm and the tied LM head land in `head`.
     "t5": ArchitectureSpec(("shared",), ("encoder.block", "decoder.block"), ("num_layers", "num_decoder_layers"), ("q", "v")),
 }

@@ -24,12 +24,13 @@ from transformers import AutoModel, TrainingArguments
 from hf_transfer import parse_args
 from hf_transfer.data.text import TextDataArgs, load_text_classification, text_collator
 from hf_transfer.errors import run_cli
-from hf_transfer.features import FeatureArgs, cached_embed, cross_validate, make_head, plot_feature_views, score_head
+from hf_transfer.features import BaselineArgs, FeatureArgs, cached_embed, cross_validate, make_head, plot_feature_views, score_head
 from hf_transfer.models import ModelArgs, load_config, load_pretrained, load_tokenizer
 from hf_transfer.report import RunClock
 from hf_transfer.training import recipe_defaults
 
-ARGUMENTS = (ModelArgs, TextDataArgs, FeatureArgs, TrainingArguments)
+# BaselineArgs and most TrainingArguments are accepted unused, so compare can pass one flag set to every recipe.
+ARGUMENTS = (ModelArgs, TextDataArgs, FeatureArgs, BaselineArgs, TrainingArguments)
 DEFAULTS = recipe_defaults(output_dir="outputs/linear_probe")
 
 
@@ -39,7 +40,7 @@ def parse(argv: list[str] | None = None) -> tuple:
 
 def main(argv: list[str] | None = None) -> dict:
     clock = RunClock()
-    model_args, data_args, feature_args, train_args = parse(argv)
+    model_args, data_args, feature_args, _, train_args = parse(argv)
     config = load_config(model_args)
     tokenizer = load_tokenizer(model_args)
     data = load_text_classification(data_args, tokenizer, seed=train_args.seed)
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
         "model_name_or_path": model_args.model_name_or_path, "pooling": feature_args.pooling, "layer": feature_args.layer,
         "embed_seconds": round(embed_seconds, 2), "feature_cache_hit": all(hits.values()),
         "train_examples": len(labels["train"]), "feature_dim": int(features["train"].shape[1]),
-        "trainable_parameters": 0, "total_parameters": sum(p.numel() for p in backbone.parameters()),
+        # A linear head's weights: one output for two classes (logistic regression / SVM), else one per class.
+        "trainable_parameters": (features["train"].shape[1] + 1) * (1 if len(data.label_names) == 2 else len(data.label_names)),
+        "total_parameters": sum(p.numel() for p in backbone.parameters()),
     }
     for head_name in feature_args.heads:
         fit_start = time.perf_counter()

@@ -17,6 +17,9 @@ EXPECTED = {
                  r"wav2vec2\.encoder\.layers\.(\d+)\.", {"projector", "classifier"}),
     "hubert": (r"hubert\.(feature_extractor|feature_projection|encoder\.pos_conv_embed|encoder\.layer_norm|masked_spec_embed)",
                r"hubert\.encoder\.layers\.(\d+)\.", {"projector", "classifier"}),
+    # Not in conftest's ARCHS: tests/test_audio_recipes.py builds a tiny WavLM and checks it against this entry.
+    "wavlm": (r"wavlm\.(feature_extractor|feature_projection|encoder\.pos_conv_embed|encoder\.layer_norm|masked_spec_embed)",
+              r"wavlm\.encoder\.layers\.(\d+)\.", {"projector", "classifier"}),
     # T5 stacks encoder blocks 0-1 then decoder blocks 0-1 as blocks 0-3.
     "t5": (r"shared\.", r"(encoder|decoder)\.block\.(\d+)\.", {"encoder.final_layer_norm", "decoder.final_layer_norm"}),
 }

@@ -29,7 +29,7 @@ import soundfile
 import torch
 
 from ..errors import HfTransferError
-from .text import LABEL_COLUMNS, _BUILDERS, _pick_column, _read_file
+from .text import LABEL_COLUMNS, check_files, pick_column, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class AudioDataArgs:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N clips of each split."})
 
     def __post_init__(self) -> None:
+        for split in SPLITS:  # an empty value (`--validation_file ""`) unsets a path a config file gave
+            for kind in ("file", "dir"):
+                if getattr(self, f"{split}_{kind}") == "":
+                    setattr(self, f"{split}_{kind}", None)
         local = [o for o in ("train_file", "train_dir") if getattr(self, o)]
         if self.dataset_name and local:
             raise HfTransferError(f"give either --dataset_name or --{local[0]}, not both")
@@ -91,11 +95,7 @@ class AudioDataArgs:
                 raise HfTransferError(f"give either --{split}_file or --{split}_dir, not both")
             if (file or folder) and self.dataset_name:
                 raise HfTransferError(f"--{split}_{'file' if file else 'dir'} cannot be combined with --dataset_name")
-            if file:
-                if not Path(file).is_file():
-                    raise HfTransferError(f"--{split}_file {file} does not exist")
-                if Path(file).suffix.lower() not in _BUILDERS:
-                    raise HfTransferError(f"--{split}_file {file}: unsupported format; use {', '.join(_BUILDERS)}")
+            check_files({f"{split}_file": file})
             if folder and not Path(folder).is_dir():
                 raise HfTransferError(f"--{split}_dir {folder} does not exist (a folder with one subfolder of clips per label)")
         if (self.validation_file or self.validation_dir or self.test_file or self.test_dir) and not local:
@@ -298,13 +298,13 @@ def _audio_column(dataset, asked: str | None) -> str:
         decoded = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
         if decoded:
             return decoded[0]
-    return _pick_column(dataset.column_names, asked, AUDIO_COLUMNS, "audio_column", "audio")
+    return pick_column(dataset.column_names, asked, AUDIO_COLUMNS, "audio_column", "audio")
 
 
 def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple[str, ...], option: str, what: str, folders_give: str | None):
     """The raw splits as a DatasetDict with two columns, `audio` (path or {bytes, path}) and `target`.
 
-    `target`/`candidates`/`option`/`what` name the label or transcript column as in `_pick_column`;
+    `target`/`candidates`/`option`/`what` name the label or transcript column as in `text.pick_column`;
     `folders_give` is the column a folder-per-label source provides (None: folders are not a valid source).
     """
     from datasets import Audio, DatasetDict
@@ -323,7 +323,7 @@ def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple
                     )
                 raw[split] = _scan_label_folders(folder, split)
             elif file:
-                raw[split] = _read_file(file, split)
+                raw[split] = read_file(file, split)
 
     prepared = {}
     for split, dataset in raw.items():
@@ -331,7 +331,7 @@ def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple
             raise HfTransferError(f"the {split} split is empty; give it at least one clip")
         audio_col = _audio_column(dataset, args.audio_column)
         target_col = folders_give if getattr(args, f"{split}_dir", None) else target
-        target_col = _pick_column(dataset.column_names, target_col, candidates, option, what)
+        target_col = pick_column(dataset.column_names, target_col, candidates, option, what)
         dataset = dataset.select_columns([audio_col, target_col])
         if isinstance(dataset.features[audio_col], Audio):
             dataset = dataset.cast_column(audio_col, Audio(decode=False))  # path/bytes only: no torchcodec needed
@@ -370,7 +370,7 @@ def encode_labels(raw, args: AudioLabelArgs) -> tuple[object, list[str]]:
 
     encoded = {}
     for split, dataset in raw.items():
-        values = dataset["target"]
+        values = list(dataset["target"])  # datasets 5 returns a lazy Column; read it once
         missing = sum(v is None for v in values)
         if missing:
             raise HfTransferError(f"{missing} clips of the {split} split have no label; fill or remove them")

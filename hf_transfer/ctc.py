@@ -1,0 +1,279 @@
+"""CTC speech recognition: transcript normalisation, a character vocabulary, greedy decoding, WER/CER, and the data.
+
+WER and CER are computed here (a 15-line edit distance, tested against hand-worked cases) rather than
+with jiwer, which is not installed and would be one more pinned dependency for two numbers. Both are
+corpus-level, as jiwer reports them: total edits over total reference words (characters, spaces included).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .data.audio import AudioDataArgs, check_splits, hold_out_and_subsample, load_audio_splits
+from .errors import HfTransferError
+from .speech import output_frames
+
+logger = logging.getLogger(__name__)
+
+TEXT_COLUMNS = ("text", "sentence", "transcript", "transcription", "normalized_text")
+PAD, UNK, DELIMITER = "<pad>", "<unk>", "|"  # <pad> doubles as the CTC blank (Wav2Vec2ForCTC uses pad_token_id)
+UNKNOWN_CHARACTER = "\ufffd"  # how an out-of-vocabulary character shows in decoded text: one character, one error
+
+
+@dataclass
+class TranscriptArgs:
+    text_column: str | None = field(default=None, metadata={"help": f"Transcript column (default: the first of {', '.join(TEXT_COLUMNS)})."})
+    text_case: str = field(
+        default="lower",
+        metadata={"help": "Case normalisation of transcripts: 'lower', 'upper' (e.g. to match wav2vec2-base-960h's "
+                  "vocabulary) or 'keep'.", "choices": ("lower", "upper", "keep")},
+    )
+    strip_punctuation: bool = field(
+        default=True, metadata={"help": "Delete Unicode punctuation from transcripts (except --keep_punctuation)."}
+    )
+    keep_punctuation: str = field(
+        default="'", metadata={"help": "Punctuation kept when stripping: the apostrophe by default (don't, it's)."}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Use this CTC tokenizer's vocabulary (e.g. a fine-tuned CTC checkpoint's own, which keeps "
+                  "its lm_head valid) instead of building one from the training transcripts."},
+    )
+
+
+def normalize_transcript(text: str, args: TranscriptArgs) -> str:
+    # NFC first: a composed 'é' is one character and so one vocabulary entry, however the file spelled it.
+    text = unicodedata.normalize("NFC", text)
+    if args.text_case == "lower":
+        text = text.lower()
+    elif args.text_case == "upper":
+        text = text.upper()
+    if args.strip_punctuation:
+        text = "".join(c for c in text if c in args.keep_punctuation or not unicodedata.category(c).startswith("P"))
+    return " ".join(text.split())
+
+
+def build_vocabulary(transcripts: Sequence[str]) -> dict[str, int]:
+    """Blank/pad, unknown, the word delimiter (for spaces), then every character of the transcripts, sorted."""
+    characters = sorted({c for text in transcripts for c in text} - {" "})
+    vocabulary = {PAD: 0, UNK: 1, DELIMITER: 2}
+    for c in characters:
+        vocabulary.setdefault(c, len(vocabulary))
+    return vocabulary
+
+
+def make_tokenizer(vocabulary: dict[str, int]):
+    """A Wav2Vec2CTCTokenizer over `vocabulary`, written nowhere the user can see (the run saves it with the model)."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "vocab.json"
+        path.write_text(json.dumps(vocabulary, ensure_ascii=False))
+        # bos/eos off: by default they are added beyond the vocabulary and len(tokenizer) no longer equals
+        # the number of CTC outputs.
+        return Wav2Vec2CTCTokenizer(str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=DELIMITER,
+                                    bos_token=None, eos_token=None)
+
+
+def load_ctc_tokenizer(name_or_path: str, load_kwargs: dict):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **load_kwargs)
+    except (OSError, ValueError) as error:
+        raise HfTransferError(f"cannot load the tokenizer '{name_or_path}': {str(error).strip().splitlines()[0]}") from None
+    if getattr(tokenizer, "word_delimiter_token", None) is None:
+        raise HfTransferError(f"'{name_or_path}' has a {type(tokenizer).__name__}, not a CTC character tokenizer (Wav2Vec2CTCTokenizer)")
+    return tokenizer
+
+
+def out_of_vocabulary(texts: Sequence[str], tokenizer) -> Counter:
+    """Occurrences of each character the tokenizer maps to <unk> (asked of the tokenizer itself, so its casing rules apply)."""
+    counts = Counter(c for text in texts for c in text if c != " ")
+    unk = tokenizer.unk_token_id
+    return Counter({c: n for c, n in counts.items() if tokenizer(c)["input_ids"] in ([unk], [])})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding and error rates
+# ---------------------------------------------------------------------------------------------------------
+
+def id_to_token_table(tokenizer) -> dict[int, str]:
+    return {i: t for t, i in tokenizer.get_vocab().items()}
+
+
+def ids_to_text(ids: Sequence[int], id_to_token: dict[int, str], blank_id: int, unk_token: str = UNK, collapse: bool = True) -> str:
+    """CTC greedy decoding of per-frame ids (collapse repeats, then drop blanks); collapse=False for label ids.
+
+    -100 (the padding of labels and of predictions gathered across batches) counts as blank.
+    """
+    characters, previous = [], None
+    for i in ids:
+        i = blank_id if i < 0 else int(i)
+        if collapse and i == previous:
+            continue
+        previous = i
+        if i == blank_id:
+            continue
+        token = id_to_token.get(i, unk_token)
+        characters.append(" " if token == DELIMITER else UNKNOWN_CHARACTER if token == unk_token else token)
+    return " ".join("".join(characters).split())
+
+
+def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
+    """Levenshtein distance (substitutions, deletions, insertions all cost 1), one row of the table at a time."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, r in enumerate(reference, 1):
+        current = [i]
+        for j, h in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1]
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    edits = sum(edit_distance(r.split(), h.split()) for r, h in zip(references, hypotheses))
+    return edits / max(sum(len(r.split()) for r in references), 1)
+
+
+def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    edits = sum(edit_distance(r, h) for r, h in zip(references, hypotheses))
+    return edits / max(sum(len(r) for r in references), 1)
+
+
+def argmax_logits(logits, labels):
+    """`preprocess_logits_for_metrics`: keep one id per frame, not a vocabulary-wide row, across the whole eval set."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return logits.argmax(-1)
+
+
+def ctc_metrics(tokenizer):
+    """`compute_metrics` for the Trainer: greedy-decoded predictions against the label transcripts, WER and CER."""
+    table, blank = id_to_token_table(tokenizer), tokenizer.pad_token_id
+
+    def compute(eval_prediction) -> dict:
+        predictions = eval_prediction.predictions
+        predictions = predictions[0] if isinstance(predictions, tuple) else predictions
+        if predictions.ndim == 3:  # logits, when no preprocess_logits_for_metrics was given
+            predictions = predictions.argmax(-1)
+        hypotheses = [ids_to_text(row, table, blank, tokenizer.unk_token) for row in np.asarray(predictions)]
+        references = [ids_to_text(row, table, blank, tokenizer.unk_token, collapse=False) for row in np.asarray(eval_prediction.label_ids)]
+        return {"wer": word_error_rate(references, hypotheses), "cer": character_error_rate(references, hypotheses)}
+
+    return compute
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------
+
+def ctc_frames_needed(ids: Sequence[int]) -> int:
+    """CTC needs a frame per label, plus a blank between two equal labels in a row."""
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+
+
+def _describe_characters(counts: Counter) -> str:
+    return ", ".join(f"{c!r} ({n})" for c, n in counts.most_common(20)) + (", ..." if len(counts) > 20 else "")
+
+
+def _case_hint(counts: Counter, tokenizer) -> str:
+    vocabulary = tokenizer.get_vocab()
+    for case in ("upper", "lower"):
+        if all(getattr(c, case)() in vocabulary for c in counts):
+            return f"; the vocabulary has them in {case} case: pass --text_case {case}"
+    return ""
+
+
+@dataclass
+class SpeechRecognitionData:
+    datasets: object  # DatasetDict: audio, text, labels (token ids), length (+ augment in train)
+    tokenizer: object
+    report: dict  # clips, hours, skip and out-of-vocabulary counts per split
+
+
+def load_speech_recognition(
+    args: AudioDataArgs, text_args: TranscriptArgs, config, sampling_rate: int, min_samples: int,
+    seed: int = 42, load_kwargs: dict | None = None,
+) -> SpeechRecognitionData:
+    """Load, normalise, tokenise and check a speech recognition data set.
+
+    The vocabulary comes from the training transcripts (after the validation hold-out, so it never peeks),
+    or from --tokenizer_name_or_path; then training transcripts outside it are an error, and characters
+    outside it in evaluation transcripts are a warning (they can only count as errors).
+    """
+    from datasets import DatasetDict
+
+    if args.long_audio == "cut":
+        raise HfTransferError("--long_audio cut would cut transcribed speech away from its transcript; use --long_audio skip")
+    raw = load_audio_splits(args, text_args.text_column, TEXT_COLUMNS, "text_column", "transcript", folders_give=None)
+    normalised = {}
+    for split, dataset in raw.items():
+        texts = list(dataset["target"])  # datasets 5 returns a lazy Column; read it once
+        missing = sum(not isinstance(t, str) for t in texts)
+        if missing:
+            raise HfTransferError(f"{missing} clips of the {split} split have no transcript; fill or remove them")
+        texts = [normalize_transcript(t, text_args) for t in texts]
+        normalised[split] = dataset.remove_columns("target").add_column("text", texts)
+    data = hold_out_and_subsample(DatasetDict(normalised), args, seed, stratify=False)
+
+    if text_args.tokenizer_name_or_path:
+        tokenizer = load_ctc_tokenizer(text_args.tokenizer_name_or_path, load_kwargs or {})
+    else:
+        tokenizer = make_tokenizer(build_vocabulary(list(data["train"]["text"])))
+    report = {}
+    for split, dataset in data.items():
+        texts = list(dataset["text"])
+        unknown = out_of_vocabulary(texts, tokenizer)
+        if unknown and split == "train":
+            raise HfTransferError(
+                f"the train split's transcripts have {sum(unknown.values())} characters outside the vocabulary of "
+                f"{text_args.tokenizer_name_or_path}: {_describe_characters(unknown)}{_case_hint(unknown, tokenizer)}; "
+                "change the normalisation options, or drop --tokenizer_name_or_path to build the vocabulary from the data"
+            )
+        if unknown:
+            logger.warning(
+                "the %s split's transcripts have %d characters outside the vocabulary (they count as errors): %s",
+                split, sum(unknown.values()), _describe_characters(unknown),
+            )
+            report[f"{split}_oov_characters"] = sum(unknown.values())
+            report[f"{split}_oov_character_set"] = "".join(sorted(unknown))
+        data[split] = dataset.add_column("labels", tokenizer(texts)["input_ids"])
+
+    data, audio_report = check_splits(data, args, sampling_rate, min_samples)
+    report.update(audio_report)
+    # A clip with fewer frames than its transcript needs has no CTC alignment: its loss is infinite.
+    train = data["train"]
+    fits = [i for i, (n, ids) in enumerate(zip(train["length"], train["labels"])) if output_frames(n, config) >= ctc_frames_needed(ids)]
+    if len(fits) < len(train):
+        report["train_too_short_for_transcript_skipped"] = len(train) - len(fits)
+        logger.warning("train split: skipped %d clip(s) too short for their transcript", len(train) - len(fits))
+        if not fits:
+            raise HfTransferError("the train split has no usable audio: every clip is too short for its transcript")
+        data["train"] = train.select(fits)
+        report["train_clips"] = len(fits)
+        report["train_hours"] = round(sum(data["train"]["length"]) / sampling_rate / 3600, 4)
+    return SpeechRecognitionData(data, tokenizer, report)
+
+
+def check_ctc_head(config, tokenizer, model_name: str, tokenizer_given: bool) -> None:
+    """A fine-tuned CTC checkpoint's lm_head is tied to its vocabulary: keep that vocabulary or start from a base model."""
+    if not any(name.endswith("ForCTC") for name in (config.architectures or [])):
+        return
+    if not tokenizer_given:
+        raise HfTransferError(
+            f"'{model_name}' already has a CTC head tied to its own vocabulary: pass --tokenizer_name_or_path {model_name} "
+            "to keep it, or start from a base checkpoint (e.g. facebook/wav2vec2-base) to learn a new one"
+        )
+    if config.vocab_size != len(tokenizer):
+        raise HfTransferError(
+            f"the tokenizer has {len(tokenizer)} tokens but the CTC head of '{model_name}' has {config.vocab_size} outputs; "
+            "use the checkpoint's own tokenizer"
+        )
