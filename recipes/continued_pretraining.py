@@ -32,6 +32,9 @@ ARGUMENTS = (ModelArgs, MaskedLMDataArgs, StrategyArgs, TrainingArguments)
 DEFAULTS = recipe_defaults(
     output_dir="outputs/continued_pretraining", learning_rate=5e-5, num_train_epochs=1, eval_strategy="no",
     logging_steps=50, save_steps=500,
+    # The masking collator needs `special_tokens_mask` and (whole-word masking) `offset_mapping`, which the
+    # Trainer would drop as columns the model does not take; the collator removes them itself.
+    remove_unused_columns=False,
 )
 
 

@@ -1,5 +1,6 @@
 """Masked-LM continued pretraining and the DAPT/TAPT chain on a tiny local model."""
 import json
+import math
 
 import pytest
 import torch
@@ -47,6 +48,13 @@ def test_mlm_loss_falls_on_a_repeated_corpus(tiny_text_model_dir, tmp_path, caps
     assert torch.equal(classifier.bert.pooler.dense.weight, original.pooler.dense.weight)
     assert not torch.equal(classifier.bert.embeddings.word_embeddings.weight, original.embeddings.word_embeddings.weight)
     assert "carried over unchanged" in printed
+
+
+@pytest.mark.parametrize("mode", [["--whole_word_masking", "true"], ["--line_by_line", "true"]])
+def test_recipe_trains_with_whole_word_masking_and_line_by_line(tiny_text_model_dir, tmp_path, mode):
+    train = corpus(tmp_path / "u.jsonl", n=40)
+    metrics = continued_pretraining.main(mlm_argv(tiny_text_model_dir, train, tmp_path / "out", "--max_steps", "3", *mode))
+    assert metrics["global_step"] == 3 and math.isfinite(metrics["perplexity_after"])
 
 
 def test_perplexity_uses_held_out_texts_only_and_fixed_masks(tokenizer, tmp_path):
