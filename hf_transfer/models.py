@@ -21,6 +21,10 @@ class ModelArgs:
     revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the Hub repo (off: only trust code you have read)."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Re-initialise checkpoint weights whose shapes differ (a classifier head trained on other labels)."},
+    )
     from_scratch: bool = field(
         default=False,
         metadata={"help": "Random initialisation with the model's architecture and tokenizer: the no-transfer baseline."},
@@ -72,8 +76,16 @@ def load_pretrained(auto_class, args: ModelArgs, config, **kwargs):
         return auto_class.from_config(config, trust_remote_code=args.trust_remote_code)
     try:
         return auto_class.from_pretrained(
-            args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None, **args.load_kwargs(), **kwargs
+            args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None,
+            ignore_mismatched_sizes=args.ignore_mismatched_sizes, **args.load_kwargs(), **kwargs,
         )
+    except RuntimeError as error:
+        if "ignore_mismatched_sizes" not in str(error):
+            raise
+        raise HfTransferError(
+            f"'{args.model_name_or_path}' has weights of other shapes than this task needs (e.g. a head for another "
+            "number of labels); pass --ignore_mismatched_sizes to start those afresh"
+        ) from None
     except OSError as error:
         raise HfTransferError(
             f"cannot load weights of '{args.model_name_or_path}': {str(error).strip().splitlines()[0]} "

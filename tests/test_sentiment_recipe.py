@@ -86,6 +86,21 @@ def test_bad_input_cases(tiny_text_model_dir, review_files, tmp_path, monkeypatc
         assert not out.exists(), f"{out} was written for a bad input"
 
 
+def test_a_head_for_other_labels_needs_explicit_consent(tiny_text_model_dir, review_files, tmp_path, monkeypatch, capsys):
+    from transformers import BertForSequenceClassification
+
+    three_way = tmp_path / "three_way"
+    model = BertForSequenceClassification.from_pretrained(tiny_text_model_dir, num_labels=3)
+    model.save_pretrained(three_way)
+    (three_way / "vocab.txt").write_text((tiny_text_model_dir / "vocab.txt").read_text())
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (three_way / name).write_text((tiny_text_model_dir / name).read_text())
+    line = _cli(monkeypatch, capsys, recipe_argv(three_way, review_files, tmp_path / "o", "--model_name_or_path", str(three_way)))
+    assert "pass --ignore_mismatched_sizes" in line and not (tmp_path / "o").exists()
+    metrics = sentiment.main(recipe_argv(three_way, review_files, tmp_path / "o2", "--ignore_mismatched_sizes", "true"))
+    assert metrics["global_step"] == 8
+
+
 def test_command_line_error_is_one_line_and_exit_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "recipes" / "sentiment.py"), "--train_file", str(tmp_path / "nope.csv"),
