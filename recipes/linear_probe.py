@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     if train_args.process_index == 0:
         out.mkdir(parents=True, exist_ok=True)
         if feature_args.feature_views:
-            paths = plot_feature_views(features["train"], labels["train"], data.label_names, out, seed=train_args.seed)
+            domains = np.asarray(data.domains["train"]) if data.domains else None
+            paths = plot_feature_views(features["train"], labels["train"], data.label_names, out, domains, seed=train_args.seed)
             results["feature_views"] = [str(p) for p in paths]
         results.update({"wall_time_s": round(clock.seconds(), 2), **clock.peak_memory()})
         tmp = out / "metrics.json.tmp"

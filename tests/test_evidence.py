@@ -96,6 +96,24 @@ def test_linear_probe_heads_cv_and_views(tiny_text_model_dir, review_files, tmp_
     assert again["feature_cache_hit"] and not metrics["feature_cache_hit"]
 
 
+def test_feature_views_by_domain(tiny_text_model_dir, tmp_path):
+    from conftest import write_csv
+    from recipes import linear_probe
+
+    rows = [(t, l, "kitchen" if i % 3 else "books") for i, (t, l) in enumerate(review_rows(60))]
+    train = write_csv(tmp_path / "t.csv", rows, header=("text", "label", "domain"))
+    metrics = linear_probe.main(["--model_name_or_path", str(tiny_text_model_dir), "--train_file", str(train),
+                                 "--domain_column", "domain", "--feature_views", "true", "--output_dir", str(tmp_path / "o"),
+                                 "--feature_cache_dir", str(tmp_path / "cache")])
+    assert len(metrics["feature_views"]) == 2
+    from hf_transfer.data.text import TextDataArgs, load_text_classification
+
+    data = load_text_classification(TextDataArgs(train_file=str(train), domain_column="domain"), make_tokenizer(tmp_path / "tk"))
+    assert len(data.domains["train"]) == len(data.datasets["train"]) and set(data.domains["train"]) == {"kitchen", "books"}
+    with pytest.raises(HfTransferError, match="has no column place"):
+        load_text_classification(TextDataArgs(train_file=str(train), domain_column="place"), make_tokenizer(tmp_path / "tk"))
+
+
 def test_compare_writes_a_complete_report(tiny_text_model_dir, review_files, tmp_path):
     from recipes import compare
 

@@ -29,6 +29,9 @@ class TextDataArgs:
     )
     text_column: str | None = field(default=None, metadata={"help": f"Text column (default: the first of {', '.join(TEXT_COLUMNS)})."})
     text_pair_column: str | None = field(default=None, metadata={"help": "Second text column for sentence-pair tasks."})
+    domain_column: str | None = field(
+        default=None, metadata={"help": "Column naming each row's domain, kept for feature views and per-domain analyses."}
+    )
     label_column: str | None = field(default=None, metadata={"help": f"Label column (default: the first of {', '.join(LABEL_COLUMNS)})."})
     class_names: list[str] | None = field(
         default=None, metadata={"help": "The declared label set, in id order; labels outside it are an error."}
@@ -89,6 +92,7 @@ class TextClassificationData:
     text_column: str
     label_column: str
     dropped_empty: int
+    domains: dict = field(default_factory=dict)  # split -> each row's domain, when --domain_column is given
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -184,7 +188,7 @@ def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> T
     label_col = pick_column(columns, args.label_column, LABEL_COLUMNS, "label_column", "label")
     pair_col = args.text_pair_column
     for split, dataset in raw.items():
-        needed = [c for c in (text_col, label_col, pair_col) if c]
+        needed = [c for c in (text_col, label_col, pair_col, args.domain_column) if c]
         missing = [c for c in needed if c not in dataset.column_names]
         if missing:
             raise HfTransferError(
@@ -260,6 +264,7 @@ def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> T
         pair = batch[pair_col] if pair_col else None
         return tokenizer(batch[text_col], pair, truncation=True, max_length=args.max_seq_length)
 
+    domains = {split: [str(v) for v in ds[args.domain_column]] for split, ds in data.items()} if args.domain_column else {}
     keep_columns = {"labels"}
     data = DatasetDict(
         {
@@ -272,4 +277,4 @@ def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> T
             for split, ds in data.items()
         }
     )
-    return TextClassificationData(data, names, text_col, label_col, dropped)
+    return TextClassificationData(data, names, text_col, label_col, dropped, domains)
