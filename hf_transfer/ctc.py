@@ -1,8 +1,9 @@
 """CTC speech recognition: transcript normalisation, a character vocabulary, greedy decoding, WER/CER, and the data.
 
-WER and CER are computed here (a 15-line edit distance, tested against hand-worked cases) rather than
+WER and CER are computed here (a 10-line edit distance, tested against hand-worked cases) rather than
 with jiwer, which is not installed and would be one more pinned dependency for two numbers. Both are
-corpus-level, as jiwer reports them: total edits over total reference words (characters, spaces included).
+corpus-level: total edits over total reference words (characters, spaces included), not a mean of
+per-utterance rates.
 """
 from __future__ import annotations
 

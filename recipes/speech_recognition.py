@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
     check_training_args(train_args)
 
     # Everything that can be wrong with the input is checked here, before any weights load or files are written.
-    # Mean CTC loss per target (not the config's default sum) keeps the scale independent of clip length;
-    # zero_infinity guards a speed-perturbed clip that ends up shorter than its transcript.
+    # Mean CTC loss (per target character, then over the batch; the config's default sums) keeps the loss scale
+    # independent of transcript length and batch size; zero_infinity zeroes the loss of a speed-perturbed clip
+    # that ends up shorter than its transcript instead of letting it turn the gradients into NaN.
     config = load_speech_config(model_args, speech_args, ctc_loss_reduction="mean", ctc_zero_infinity=True)
     strategy.check_config(config)
     feature_extractor = load_feature_extractor(model_args, speech_args)

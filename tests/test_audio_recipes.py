@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audio_helpers import (
-    LABEL_TONES, feature_encoder_state, make_label_folders, save_speech_checkpoint, table_from_folders, tiny_speech_config,
+    feature_encoder_state, make_label_folders, save_speech_checkpoint, table_from_folders, tiny_speech_config,
     write_corrupt, write_empty, write_table, write_zero_rate,
 )
 from conftest import REPO, one_line_error
