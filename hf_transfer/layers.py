@@ -27,15 +27,19 @@ class ArchitectureSpec:
     blocks: tuple[str, ...]  # ModuleLists of blocks, bottom to top; several are concatenated (T5: encoder, decoder)
     depth: tuple[str, ...]  # config attributes whose sum is the number of blocks
     lora_targets: tuple[str, ...]  # attention projections LoRA adapts by default (peft has none for ViT/wav2vec2)
+    # (path, config flag): a bottom part that moves above the blocks (into `head`) when the flag is set.
+    on_top_if: tuple[tuple[str, str], ...] = ()
 
 
 _BERT_LIKE = ArchitectureSpec(("embeddings",), ("encoder.layer",), ("num_hidden_layers",), ("query", "value"))
-# wav2vec2's base layout applies `encoder.layer_norm` before the blocks, so it belongs at the bottom.
+# wav2vec2's base layout applies `encoder.layer_norm` before the blocks (bottom); the stable-layer-norm
+# variants (large-lv60, XLS-R) apply it after the last block, so there it belongs to the top.
 _WAV2VEC2_LIKE = ArchitectureSpec(
     ("masked_spec_embed", "feature_extractor", "feature_projection", "encoder.pos_conv_embed", "encoder.layer_norm"),
     ("encoder.layers",),
     ("num_hidden_layers",),
     ("q_proj", "v_proj"),
+    on_top_if=(("encoder.layer_norm", "do_stable_layer_norm"),),
 )
 
 # Keyed by `config.model_type`. Module names are those of transformers 5.x (ViT's blocks moved from
@@ -125,7 +129,8 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
 
     owners: dict[int, int] = {}  # id(parameter) -> group index; the first claim wins
     names = ["embeddings"]
-    for path in spec.embeddings:
+    on_top = {path for path, flag in spec.on_top_if if getattr(inner.config, flag, False)}
+    for path in (p for p in spec.embeddings if p not in on_top):
         for p in _resolve(backbone, path):
             owners.setdefault(id(p), 0)
     for path in spec.blocks:

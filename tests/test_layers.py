@@ -74,3 +74,17 @@ def test_lora_weights_land_in_their_block(arch):
         lora = [n for n, _ in group.named_parameters if "lora_" in n]
         assert len(lora) == 2 * len(targets), (group.name, lora)  # lora_A and lora_B for each target in this block
     assert not any("lora_" in n for g in (groups[0], groups[-1]) for n, _ in g.named_parameters)
+
+
+def test_stable_layer_norm_wav2vec2_puts_the_final_norm_on_top():
+    import transformers as T
+
+    from conftest import tiny_config
+
+    config = tiny_config("wav2vec2")
+    base = layer_groups(T.Wav2Vec2ForSequenceClassification(config))
+    assert any(n.startswith("wav2vec2.encoder.layer_norm") for n, _ in base[0].named_parameters)
+    config.do_stable_layer_norm = True  # large-lv60 / XLS-R layout: the norm follows the last block
+    stable = layer_groups(T.Wav2Vec2ForSequenceClassification(config))
+    assert any(n.startswith("wav2vec2.encoder.layer_norm") for n, _ in stable[-1].named_parameters)
+    assert not any(n.startswith("wav2vec2.encoder.layer_norm") for n, _ in stable[0].named_parameters)
