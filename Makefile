@@ -38,9 +38,14 @@ test: install-dev
 test-real: install-dev
 	$(BIN)/python -m pytest -m real_data
 
+# Each benchmark reads ../shared/data and writes benchmarks/results/; together they take hours on 2 cores.
 bench: install
 	$(BIN)/python benchmarks/sst2_strategies.py
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/cached_features.py
+	$(BIN)/python benchmarks/compare_sst2.py
+	$(BIN)/python benchmarks/dapt_imdb_sst2.py
+	$(BIN)/python benchmarks/fsdd_speaker_transfer.py
 
 # Re-pin the tested set after changing the ranges in pyproject.toml.
 lock: install-dev
