@@ -34,12 +34,12 @@ def main() -> None:
         recipe_args = (
             f"--train_file {SST2 / 'train.tsv'} --validation_file {SST2 / 'dev.tsv'} --class_names negative positive "
             f"--max_train_samples_per_class {size} --num_train_epochs {epochs} --learning_rate 1e-4 "
-            "--per_device_train_batch_size 16 --max_seq_length 64 --save_strategy no --disable_tqdm true "
-            f"--feature_cache_dir {REPO / 'outputs' / 'feature_cache'}"
+            "--per_device_train_batch_size 16 --max_seq_length 64 --save_strategy no --disable_tqdm true"
         )
         run_dir = REPO / "outputs" / "bench_compare" / f"{size}_per_class"
         subprocess.run([sys.executable, str(REPO / "recipes" / "compare.py"), "--strategies", *STRATEGIES,
-                        "--seeds", *map(str, seeds), "--recipe_args", recipe_args, "--output_dir", str(run_dir)],
+                        "--seeds", *map(str, seeds), "--recipe_args", recipe_args, "--output_dir", str(run_dir),
+                        "--feature_cache_dir", str(REPO / "outputs" / "feature_cache")],
                        check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         # Commit only the report and its plots, not the runs' weights.
         target = args.out / f"{size}_per_class"

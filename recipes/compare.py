@@ -51,6 +51,7 @@ class CompareArgs:
     recipe_config: str | None = field(default=None, metadata={"help": "Config file given to every run of the sentiment recipe."})
     recipe_args: str = field(default="", metadata={"help": "Flags given to every run (data, model, budget), as one quoted string."})
     frozen_head: str = field(default="logistic_regression", metadata={"help": f"Classical head of the frozen-features arm: {', '.join(HEADS)}."})
+    feature_cache_dir: str = field(default="outputs/feature_cache", metadata={"help": "Feature cache of the frozen-features arm."})
     metric: str = field(default="validation_accuracy", metadata={"help": "The metric the report compares."})
     output_dir: str = field(default="outputs/compare", metadata={"help": "One folder per run, plus report.md and its plots."})
     launcher: str = field(
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
                 data = ["--dataset_name", "", "--train_file", fold[0], "--validation_file", fold[1]] if fold else []
                 argv = base + data + ["--seed", str(seed), "--output_dir", str(run_dir)]
                 if arm.startswith("frozen+"):
-                    script, argv = linear_probe.__file__, argv + ["--heads", args.frozen_head]
+                    script = linear_probe.__file__
+                    argv = argv + ["--heads", args.frozen_head, "--feature_cache_dir", args.feature_cache_dir]
                 else:
                     script, argv = sentiment.__file__, argv + extra
                 metrics = run_recipe(script, argv, run_dir, args.launcher)
