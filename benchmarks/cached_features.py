@@ -57,7 +57,7 @@ def main() -> None:
     from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, logging
 
     from hf_transfer.data.text import TextDataArgs, load_text_classification
-    from hf_transfer.features import cached_embed, make_head, score_head
+    from hf_transfer.features import cached_embed, fit_head, score_head
     from hf_transfer.metrics import compute_classification_metrics
     from hf_transfer.models import default_model_path
 
@@ -76,7 +76,7 @@ def main() -> None:
         train_x, _ = cached_embed(encoder, data["train"], collator, cache)
         dev_x, _ = cached_embed(encoder, data["validation"], collator, cache)
     embedded = time.perf_counter() - start
-    head = make_head("logistic_regression").fit(train_x, np.asarray(data["train"]["labels"]))
+    head = fit_head("logistic_regression", train_x, np.asarray(data["train"]["labels"]))
     cached_scores = score_head(head, dev_x, np.asarray(data["validation"]["labels"]))
     cached_seconds = time.perf_counter() - start
 

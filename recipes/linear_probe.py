@@ -24,7 +24,7 @@ from transformers import AutoModel, TrainingArguments
 from hf_transfer import parse_args
 from hf_transfer.data.text import TextDataArgs, load_text_classification, text_collator
 from hf_transfer.errors import run_cli
-from hf_transfer.features import BaselineArgs, FeatureArgs, cached_embed, cross_validate, make_head, plot_feature_views, score_head
+from hf_transfer.features import BaselineArgs, FeatureArgs, cached_embed, cross_validate, fit_head, plot_feature_views, score_head
 from hf_transfer.models import ModelArgs, load_config, load_pretrained, load_tokenizer
 from hf_transfer.report import RunClock
 from hf_transfer.training import recipe_defaults
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for head_name in feature_args.heads:
         fit_start = time.perf_counter()
-        head = make_head(head_name, train_args.seed).fit(features["train"], labels["train"])
+        head = fit_head(head_name, features["train"], labels["train"], train_args.seed)
         results[f"{head_name}_fit_seconds"] = round(time.perf_counter() - fit_start, 3)
         for split in ("validation", "test", "source"):
             if split in features:
