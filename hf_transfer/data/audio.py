@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import HfTransferError
+from . import LabelMaps
 from .audio_io import add_noise, describe, probe, read_audio
 from .text import LABEL_COLUMNS, check_files, pick_column, read_file
 
@@ -380,18 +381,10 @@ def check_splits(data, args: AudioDataArgs, sampling_rate: int, min_samples: int
 
 
 @dataclass
-class AudioClassificationData:
+class AudioClassificationData(LabelMaps):
     datasets: object  # DatasetDict: audio, labels, length (+ augment in train)
     label_names: list[str]
     report: dict  # clips, hours and skip counts per split
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.label_names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.label_names)}
 
 
 def load_audio_classification(

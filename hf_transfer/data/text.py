@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HfTransferError
-from . import SAMPLES
+from . import SAMPLES, LabelMaps
 
 logger = logging.getLogger(__name__)
 
@@ -86,21 +86,13 @@ def text_collator(args: TextDataArgs, tokenizer, mixed_precision: bool):
 
 
 @dataclass
-class TextClassificationData:
+class TextClassificationData(LabelMaps):
     datasets: object  # DatasetDict of tokenised splits: train, validation, optionally test
     label_names: list[str]
     text_column: str
     label_column: str
     dropped_empty: int
     domains: dict = field(default_factory=dict)  # split -> each row's domain, when --domain_column is given
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.label_names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.label_names)}
 
 
 def read_file(path: str, split: str):
