@@ -8,31 +8,13 @@ import soundfile
 import torch
 
 from audio_helpers import make_label_folders, table_from_folders, write_clip, write_corrupt, write_empty, write_table, write_zero_rate
+from audio_helpers import one_thread, bad_clips  # noqa: F401  (fixtures)
 from hf_transfer import HfTransferError
 from hf_transfer.data import audio
 from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator, AudioDataArgs, AudioLabelArgs, check_audio, load_audio_classification
 from hf_transfer.data.audio_io import describe, read_audio
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors gain nothing from a second thread, and on a shared 2-core machine the intra-op pool
-    # made a tiny wav2vec2 step 25x slower (2.5 s vs 0.1 s) while another process held a core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def bad_clips(tmp_path):
-    return {
-        "corrupt": write_corrupt(tmp_path / "corrupt.wav"),
-        "empty": write_empty(tmp_path / "empty.wav"),
-        "zero_rate": write_zero_rate(tmp_path / "zero_rate.wav"),
-        "no_frames": write_clip(tmp_path / "no_frames.wav", 440.0, 16000, 0.0),
-        "missing": tmp_path / "missing.wav",
-    }
 
 
 def _dataset(paths):

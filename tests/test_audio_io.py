@@ -6,6 +6,7 @@ import pytest
 import soundfile
 
 from audio_helpers import tone, write_clip, write_corrupt, write_empty, write_zero_rate
+from audio_helpers import bad_clips  # noqa: F401  (fixtures)
 from hf_transfer.data.audio_io import AudioHeader, add_noise, probe, read_audio
 
 
@@ -68,16 +69,6 @@ def test_noise_is_added_at_the_requested_snr():
     assert snr == pytest.approx(10.0, abs=0.01)
     assert np.array_equal(add_noise(np.zeros(100, np.float32), 10.0, np.random.default_rng(0)), np.zeros(100))
 
-
-@pytest.fixture
-def bad_clips(tmp_path):
-    return {
-        "corrupt": write_corrupt(tmp_path / "corrupt.wav"),
-        "empty": write_empty(tmp_path / "empty.wav"),
-        "zero_rate": write_zero_rate(tmp_path / "zero_rate.wav"),
-        "no_frames": write_clip(tmp_path / "no_frames.wav", 440.0, 16000, 0.0),
-        "missing": tmp_path / "missing.wav",
-    }
 
 
 def test_probe_reads_headers_and_names_what_is_wrong(tmp_path, bad_clips):

@@ -10,20 +10,13 @@ from audio_helpers import (
     feature_encoder_state, make_label_folders, save_speech_checkpoint, table_from_folders, tiny_speech_config,
     write_corrupt, write_empty, write_table, write_zero_rate,
 )
+from audio_helpers import one_thread  # noqa: F401  (fixtures)
 from conftest import REPO, one_line_error
 from hf_transfer import StrategyArgs, TransferTrainer, head_module_names, layer_groups
 from hf_transfer.data.audio import AudioCollator, AudioDataArgs, AudioLabelArgs, load_audio_classification
 from hf_transfer.speech import SpeechModelArgs, min_batch_samples, prepare_speech_model
 from recipes import audio_classification, speech_recognition
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # See test_audio_data.py: on a shared 2-core machine one intra-op thread is much faster for tiny models.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
