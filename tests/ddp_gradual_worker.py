@@ -17,6 +17,7 @@ from transformers import BertConfig, BertForSequenceClassification, DataCollator
 
 from conftest import make_tokenizer, review_rows  # noqa: E402
 from hf_transfer import StrategyArgs, TransferTrainer, layer_groups  # noqa: E402
+from hf_transfer.training import finish_processes  # noqa: E402
 
 
 def main(out: Path) -> None:
@@ -41,6 +42,7 @@ def main(out: Path) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps({
         "digest": digest, "moved": moved, "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
     }))
+    finish_processes()
 
 
 if __name__ == "__main__":
