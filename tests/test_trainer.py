@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from transformers import TrainerCallback, BertConfig, BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+from transformers import Trainer, TrainerCallback, BertConfig, BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
 from conftest import make_tokenizer, review_rows
 from hf_transfer import StrategyArgs, TransferTrainer, apply_strategy, layer_groups
@@ -77,6 +77,20 @@ def test_without_decay_the_optimizer_is_the_stock_one(tokenizer, train_set, tmp_
     trainer = make_trainer(tokenizer, train_set, tmp_path, StrategyArgs())
     optimizer = trainer.create_optimizer()
     assert len(optimizer.param_groups) == 2 and "layer_group" not in optimizer.param_groups[0]
+
+
+def test_full_fine_tuning_is_exactly_a_plain_trainer_run(tokenizer, train_set, tmp_path):
+    # The toolkit adds nothing to plain full fine-tuning: same seed, same data, bitwise the same weights after.
+    ours = make_trainer(tokenizer, train_set, tmp_path / "ours", StrategyArgs())
+    ours.train()
+    plain = Trainer(model=new_model(tokenizer), args=ours.args, train_dataset=train_set,
+                    data_collator=DataCollatorWithPadding(tokenizer))
+    plain.train()
+    theirs, start = dict(plain.model.named_parameters()), dict(new_model(tokenizer).named_parameters())
+    for name, p in ours.model.named_parameters():
+        assert torch.equal(p, theirs[name]), name
+        assert not torch.equal(p, start[name]) or "position" in name or "token_type" in name, f"{name} never trained"
+    assert [h["loss"] for h in ours.state.log_history if "loss" in h] == [h["loss"] for h in plain.state.log_history if "loss" in h]
 
 
 def test_frozen_groups_stay_bitwise_equal_and_never_enter_the_optimizer(tokenizer, train_set, tmp_path):
