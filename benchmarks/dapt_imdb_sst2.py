@@ -1,11 +1,12 @@
 """Domain-adaptive pretraining, IMDb unlabelled reviews -> SST-2, with MiniLM-L6: did adaptation pay off?
 
     python benchmarks/dapt_imdb_sst2.py [--adapt_steps 400] [--seeds 1 2 3]
+    python benchmarks/dapt_imdb_sst2.py --variant gradual --pretrain_extra "--strategy gradual --unfreeze_every 25 --unfreeze_unit step"
 
 1. recipes/dapt.py: masked-LM adaptation on ../shared/data/imdb/unsup.jsonl (the steps given), then SST-2
    fine-tuning at 1,000 labelled sentences for each seed, original vs adapted encoder, same budget.
 2. The same comparison at 8,000 labelled sentences, one seed, reusing the adapted checkpoint.
-Results go to benchmarks/results/dapt_imdb_sst2.json.
+Results go to benchmarks/results/dapt_imdb_sst2.json, one entry per --variant (the adaptation settings tried).
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapt_steps", type=int, default=400)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--variant", default="full", help="name of this adaptation setting in the results file")
+    parser.add_argument("--pretrain_extra", default="", help="continued-pretraining flags appended last (they win)")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_dapt")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "dapt_imdb_sst2.json")
     args = parser.parse_args()
@@ -45,16 +48,18 @@ def main() -> None:
     machine = f"{platform.node()}, CPU {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
     pretrain = (f"--train_file {DATA / 'imdb/unsup.jsonl'} --max_eval_samples 200 --block_size 128 --whole_word_masking true "
                 f"--learning_rate 1e-4 --warmup_steps 0.06 --max_steps {args.adapt_steps} --per_device_train_batch_size 16 "
-                "--logging_steps 50 --save_strategy no --disable_tqdm true")
-    report = dapt.main(["--output_dir", str(args.out), "--pretrain_args", pretrain,
+                f"--logging_steps 50 --save_strategy no --disable_tqdm true {args.pretrain_extra}").strip()
+    out = args.out / args.variant
+    report = dapt.main(["--output_dir", str(out), "--pretrain_args", pretrain,
                         "--finetune_args", finetune_flags(1000, 3), "--seeds", *map(str, args.seeds)])
-    results = {"machine": machine, "pretrain_flags": pretrain, "labelled_1000": report}
+    every = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    results = every[args.variant] = {"machine": machine, "pretrain_flags": pretrain, "labelled_1000": report}
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2))
+    args.results.write_text(json.dumps(every, indent=2))
 
     big = {}
-    for arm, model in (("original", None), ("adapted", args.out / "adapted")):
-        flags = finetune_flags(8000, 1).split() + ["--seed", "1", "--output_dir", str(args.out / f"{arm}_8000"),
+    for arm, model in (("original", None), ("adapted", out / "adapted")):
+        flags = finetune_flags(8000, 1).split() + ["--seed", "1", "--output_dir", str(out / f"{arm}_8000"),
                                                      "--frozen_baseline", "false"]
         if model:
             flags += ["--model_name_or_path", str(model)]
@@ -62,7 +67,7 @@ def main() -> None:
         big[arm] = {k: metrics[k] for k in ("validation_accuracy", "validation_f1", "train_runtime")}
     big["difference"] = big["adapted"]["validation_accuracy"] - big["original"]["validation_accuracy"]
     results["labelled_8000_seed1"] = big
-    args.results.write_text(json.dumps(results, indent=2))
+    args.results.write_text(json.dumps(every, indent=2))
     print(json.dumps(big, indent=2))
 
 

@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> dict:
     resume = check_resume(train_args)
     if model_args.from_scratch:
         raise HfTransferError("--from_scratch makes no sense for continued pretraining: it continues from pretrained weights")
-    if strategy.strategy not in ("full", "lora", "freeze"):
-        raise HfTransferError(f"--strategy {strategy.strategy} is not offered for continued pretraining; use full, freeze or lora")
+    # gradual trains the (possibly new) masked-LM head alone first, so a random head's first gradients do not
+    # reach the encoder; feature_extraction would train nothing but that head, and a peft config is task-specific.
+    if strategy.strategy not in ("full", "lora", "freeze", "gradual"):
+        raise HfTransferError(f"--strategy {strategy.strategy} is not offered for continued pretraining; use full, freeze, gradual or lora")
 
     config = load_config(model_args)
     strategy.check_config(config)

@@ -110,6 +110,24 @@ def test_tokenizer_without_mask_token(tmp_path):
         load_masked_lm_data(MaskedLMDataArgs(train_file=str(train)), no_mask)
 
 
+def test_gradual_trains_the_new_head_alone_before_the_encoder(tiny_text_model_dir, tmp_path):
+    # One group every 4 steps, 6 steps: the head trains alone for 4, then block_1 joins; block_0 and the
+    # embeddings (and the decoder tied to them) must come out bitwise the original.
+    from transformers import AutoModel
+
+    train = corpus(tmp_path / "u.jsonl", n=40)
+    continued_pretraining.main(mlm_argv(tiny_text_model_dir, train, tmp_path / "out", "--max_steps", "6",
+                                        "--learning_rate", "1e-3", "--strategy", "gradual", "--unfreeze_every", "4",
+                                        "--unfreeze_unit", "step"))
+    original, adapted = AutoModel.from_pretrained(tiny_text_model_dir), AutoModel.from_pretrained(tmp_path / "out")
+    before, after = dict(original.named_parameters()), dict(adapted.named_parameters())
+    for name, p in after.items():
+        if name.startswith(("embeddings.", "encoder.layer.0.")):
+            assert torch.equal(p, before[name]), f"{name} trained before its turn"
+        elif name.startswith("encoder.layer.1.") and name.endswith("weight"):
+            assert not torch.equal(p, before[name]), f"{name} never unfroze"
+
+
 def test_unoffered_strategy_is_a_clear_error(tiny_text_model_dir, tmp_path):
     train = corpus(tmp_path / "u.jsonl", n=10)
     with pytest.raises(HfTransferError, match="not offered for continued pretraining"):
