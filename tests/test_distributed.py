@@ -47,3 +47,20 @@ def test_gradual_unfreezing_under_ddp_keeps_ranks_identical(tmp_path):
     assert ranks[0]["digest"] == ranks[1]["digest"], "ranks diverged: an unfrozen group was not all-reduced"
     # 8 steps, one more group every 2: head, block_1, block_0, embeddings all trained by the end.
     assert ranks[0]["moved"] == ["embeddings", "block_0", "block_1", "head"]
+
+
+def test_audio_classification_on_two_cpu_processes(tmp_path):
+    from audio_helpers import make_label_folders, save_speech_checkpoint
+
+    make_label_folders(tmp_path / "train", per_label=8)  # 16 clips at mixed rates, channels and formats
+    make_label_folders(tmp_path / "dev", per_label=2, seed=1)
+    model = save_speech_checkpoint(tmp_path / "tiny-wav2vec2")
+    launch("cpu_2proc.yaml", REPO / "recipes" / "audio_classification.py", [
+        "--model_name_or_path", str(model), "--train_dir", str(tmp_path / "train"),
+        "--validation_dir", str(tmp_path / "dev"), "--output_dir", str(tmp_path / "out"),
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
+        "--save_strategy", "no", "--disable_tqdm", "true"], tmp_path)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    # 16 clips, 4 per process, 2 processes: 2 steps (one process alone would take 4).
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 2, metrics
+    assert math.isfinite(metrics["train_loss"]) and (tmp_path / "out" / "model.safetensors").is_file()
