@@ -28,6 +28,8 @@ STRATEGIES = {
     "gradual": ["--strategy", "gradual", "--unfreeze_unit", "step", "--unfreeze_every", "30", "--learning_rate", "5e-5"],
     "layer_lr_decay": ["--strategy", "full", "--layer_lr_decay", "0.8", "--learning_rate", "1e-4"],
     "lora": ["--strategy", "lora", "--lora_r", "8", "--learning_rate", "5e-4"],
+    "lora_all_linear": ["--strategy", "lora", "--lora_target_modules", "all-linear", "--lora_r", "16", "--lora_alpha", "32",
+                        "--learning_rate", "1e-3"],
 }
 
 

@@ -48,7 +48,9 @@ class StrategyArgs:
     lora_alpha: int | None = field(default=None, metadata={"help": "lora: scaling alpha (default 16)."})
     lora_dropout: float | None = field(default=None, metadata={"help": "lora: dropout (default 0.1)."})
     lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "lora: module names to adapt (default: the architecture's attention q/v)."}
+        default=None,
+        metadata={"help": "lora: module names to adapt (default: the architecture's attention q/v), or all-linear "
+                          "for every linear layer of the backbone (peft's shortcut)."},
     )
     peft_config: str | None = field(
         default=None, metadata={"help": "peft: path to a peft config JSON (any method, with a 'peft_type' key)."}
@@ -123,12 +125,19 @@ def apply_strategy(model: nn.Module, args: StrategyArgs) -> nn.Module:
             r=args.lora_r or 8,
             lora_alpha=args.lora_alpha or 16,
             lora_dropout=0.1 if args.lora_dropout is None else args.lora_dropout,
-            target_modules=args.lora_target_modules or list(architecture_spec(model.config.model_type).lora_targets),
+            target_modules=_lora_targets(args.lora_target_modules, model.config.model_type),
         )
         model = _wrap_peft(model, config)
     elif args.strategy == "peft":
         model = _wrap_peft(model, _load_peft_config(args.peft_config))
     return model
+
+
+def _lora_targets(requested: list[str] | None, model_type: str) -> list[str] | str:
+    if not requested:
+        return list(architecture_spec(model_type).lora_targets)
+    # peft reads the string "all-linear" as every linear layer but the output one; in a list it would be a module name.
+    return "all-linear" if requested == ["all-linear"] else requested
 
 
 def _load_peft_config(path: str):

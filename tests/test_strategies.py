@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import ARCHS, TEXT_ARCHS, dummy_batch, tiny_config, tiny_model
-from hf_transfer import HfTransferError, StrategyArgs, apply_strategy, layer_groups
+from hf_transfer import HfTransferError, StrategyArgs, apply_strategy, head_module_names, layer_groups
 
 
 @pytest.mark.parametrize(
@@ -95,6 +95,17 @@ def test_lora_target_modules_override_and_bad_target_is_clear():
     assert any("attention.self.key.lora_A" in n for n, _ in model.named_parameters())
     with pytest.raises(HfTransferError, match="peft could not adapt this model"):
         apply_strategy(tiny_model("bert"), StrategyArgs(strategy="lora", lora_target_modules=["no_such_module"]))
+
+
+@pytest.mark.parametrize("arch", TEXT_ARCHS)
+def test_lora_on_all_linear_layers_adapts_every_block_linear_and_keeps_the_head_whole(arch):
+    base = tiny_model(arch)
+    linears = {n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear)}
+    head = set(head_module_names(base))
+    model = apply_strategy(base, StrategyArgs(strategy="lora", lora_target_modules=["all-linear"]))
+    adapted = {n.removeprefix("base_model.model.").split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+    in_head = {n for n in linears if any(n == h or n.startswith(h + ".") for h in head)}
+    assert adapted == linears - in_head and adapted, (sorted(adapted), sorted(linears - in_head))
 
 
 def test_any_peft_method_from_a_config_file(tmp_path):
