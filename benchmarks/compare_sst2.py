@@ -18,8 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO.parent / "shared" / "data" / "sst2"
 
 # size per class -> (epochs, seeds): fewer examples get more epochs and more seeds (their spread is larger).
-SETTINGS = {16: (6, [1, 2]), 64: (4, [1, 2]), 1000: (1, [1])}
-STRATEGIES = ["full", "lora=--strategy lora --learning_rate 1e-3", "gradual"]
+SETTINGS = {16: (6, [1, 2, 3, 4, 5]), 64: (4, [1, 2, 3]), 1000: (1, [1])}
+# LoRA on every linear layer at rank 16: the setting that matched full fine-tuning in benchmarks/sst2_strategies.py.
+STRATEGIES = ["full", "lora=--strategy lora --lora_target_modules all-linear --lora_r 16 --lora_alpha 32 --learning_rate 1e-3",
+              "gradual"]
 
 
 def main() -> None:
