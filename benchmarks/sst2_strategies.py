@@ -69,10 +69,11 @@ def main() -> None:
     if not (args.data_dir / "train.tsv").is_file():
         sys.exit(f"skipped: SST-2 not found at {args.data_dir} (see ../shared/data/README.md)")
 
-    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     key = f"train{args.train_samples or 'all'}_ep{args.epochs:g}" + ("_" + "".join(args.extra_flags).replace("--", "_") if args.extra_flags else "")
     for name in args.strategies:
         metrics = run(name, STRATEGIES[name], args, args.out / key)
+        # Read just before writing: a run takes minutes to hours, and other results may have landed meanwhile.
+        results = json.loads(args.results.read_text()) if args.results.is_file() else {}
         results.setdefault(key, {})[name] = {
             k: metrics.get(k) for k in (
                 "validation_accuracy", "validation_f1", "baseline_accuracy", "train_runtime", "process_wall_s",

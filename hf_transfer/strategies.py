@@ -125,19 +125,14 @@ def apply_strategy(model: nn.Module, args: StrategyArgs) -> nn.Module:
             r=args.lora_r or 8,
             lora_alpha=args.lora_alpha or 16,
             lora_dropout=0.1 if args.lora_dropout is None else args.lora_dropout,
-            target_modules=_lora_targets(args.lora_target_modules, model.config.model_type),
+            # Empty: the layer map's defaults, filled in by _wrap_peft. peft reads the string "all-linear" as every
+            # linear layer but the output one; inside a list it would be taken for a module name.
+            target_modules="all-linear" if args.lora_target_modules == ["all-linear"] else args.lora_target_modules,
         )
         model = _wrap_peft(model, config)
     elif args.strategy == "peft":
         model = _wrap_peft(model, _load_peft_config(args.peft_config))
     return model
-
-
-def _lora_targets(requested: list[str] | None, model_type: str) -> list[str] | str:
-    if not requested:
-        return list(architecture_spec(model_type).lora_targets)
-    # peft reads the string "all-linear" as every linear layer but the output one; in a list it would be a module name.
-    return "all-linear" if requested == ["all-linear"] else requested
 
 
 def _load_peft_config(path: str):
