@@ -133,3 +133,28 @@ def carry_over_base_weights(args: ModelArgs, trained, output_dir: str) -> list[s
     else:
         raise HfTransferError(f"no safetensors checkpoint in {output_dir} to add the carried-over weights to")
     return sorted(missing)
+
+
+def load_masked_lm(args, data):
+    """The masked-LM model for continued pretraining (a `Task.build_model`); notes in one line a missing MLM head.
+
+    A sentence-embedding checkpoint has no MLM head: transformers then ties the decoder to the word embeddings
+    and starts the transform layer random, with a long load report. One plain line says so instead, and
+    `data.extra["mlm_head_was_missing"]` records it for metrics.json.
+    """
+    from transformers import AutoModelForMaskedLM
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = load_pretrained(AutoModelForMaskedLM, args.model, data.config, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    prefixes = ("cls.", "lm_head.", "vocab_transform", "vocab_layer_norm", "vocab_projector")
+    missing = any(key.startswith(prefixes) for key in info.get("missing_keys", []))
+    data.extra["mlm_head_was_missing"] = missing
+    if missing:
+        print(f"note: {args.model.model_name_or_path} has no masked-LM head; its transform layer starts random "
+              "and its decoder is tied to the word embeddings", flush=True)
+    return model

@@ -7,6 +7,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -42,8 +43,12 @@ def optimizer_parameter_count(trainer) -> int:
     return sum(seen.values())
 
 
-def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, extra: dict | None = None) -> dict:
-    """Evaluate every split in `eval_splits`, save model + tokenizer + metrics.json, print a summary; return the metrics."""
+def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, extra: dict | None = None,
+           summary: Callable[[dict], list[str]] | None = None) -> dict:
+    """Evaluate every split in `eval_splits`, save model + processor + metrics.json, print a summary; return the metrics.
+
+    `summary` gives the task's own lines (e.g. the gain over a frozen baseline); the generic part knows no task.
+    """
     results = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_metrics.items()}
     for split, dataset in eval_splits.items():
         results.update(trainer.evaluate(dataset, metric_key_prefix=split))
@@ -59,8 +64,6 @@ def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, ext
         }
     )
     results.update(extra or {})
-    if "source_before_accuracy" in results and "source_accuracy" in results:
-        results["forgetting_accuracy"] = results["source_before_accuracy"] - results["source_accuracy"]
     trainer.save_model()
     if trainer.is_world_process_zero():
         out = Path(trainer.args.output_dir)
@@ -70,13 +73,22 @@ def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, ext
         os.replace(tmp, out / "metrics.json")  # never a half-written metrics file
         # Learning curves for reports: every logged loss and evaluation, by step.
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        print_summary(results, out)
+        print_summary(results, out, summary(results) if summary else [])
     return results
 
 
-def print_summary(results: dict, output_dir: Path) -> None:
-    lines = ["", "=" * 64, "hf_transfer run summary"]
-    for key in sorted(k for k in results if k.startswith(("validation_", "test_", "baseline_", "perplexity_", "source_", "forgetting_")) and not k.endswith(("_runtime", "_per_second", "_preparation_time"))):
+_REPORTED = ("validation_", "test_", "baseline_", "perplexity_", "source_", "forgetting_")
+_NOT_REPORTED = ("_runtime", "_per_second", "_preparation_time")
+
+
+def print_summary(results: dict, output_dir: Path, task_lines: list[str] = ()) -> None:
+    title = f"hf_transfer run summary: {results['task']}" if "task" in results else "hf_transfer run summary"
+    lines = ["", "=" * 64, title]
+    if "model_name_or_path" in results:
+        lines.append(f"  {'model':<36} {results['model_name_or_path']}{' (from scratch)' if results.get('from_scratch') else ''}")
+    if "strategy" in results:
+        lines.append(f"  {'strategy':<36} {results['strategy']}")
+    for key in sorted(k for k in results if k.startswith(_REPORTED) and not k.endswith(_NOT_REPORTED)):
         value = results[key]
         lines.append(f"  {key:<36} {value:.4f}" if isinstance(value, float) else f"  {key:<36} {value}")
     t, n = results["trainable_parameters"], results["total_parameters"]
@@ -85,8 +97,6 @@ def print_summary(results: dict, output_dir: Path) -> None:
     for key in ("peak_cpu_memory_gb", "peak_gpu_memory_gb"):
         if key in results:
             lines.append(f"  {key.replace('_', ' '):<36} {results[key]:.2f} GB")
-    if "validation_accuracy" in results and "baseline_accuracy" in results:
-        gain = 100 * (results["validation_accuracy"] - results["baseline_accuracy"])
-        lines.append(f"  transfer vs frozen backbone + logistic regression: {gain:+.1f} accuracy points")
+    lines += [f"  {line}" for line in task_lines]
     lines += [f"  saved to {output_dir}", "=" * 64]
     print("\n".join(lines), flush=True)

@@ -13,20 +13,13 @@ from __future__ import annotations
 import json
 import shlex
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `hf_transfer` importable from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import continued_pretraining
-    import sentiment
-else:
-    from . import continued_pretraining, sentiment
-
 from hf_transfer import parse_args
+from hf_transfer.data.text import TextDataArgs
 from hf_transfer.errors import HfTransferError, run_cli
+from recipes import continued_pretraining, sentiment
 
 COMPARED = ("validation_accuracy", "validation_f1", "baseline_accuracy", "test_accuracy")
 
@@ -55,7 +48,7 @@ def plan(args: DaptArgs) -> tuple[list[str], dict[str, list[str]]]:
     """The pretraining argv and one fine-tuning argv per arm (seed added later), all validated before anything runs."""
     out = Path(args.output_dir)
     finetune = _argv(args.finetune_config, args.finetune_args)
-    _, task_data, *_ = sentiment.parse(finetune + _argv(None, "", model_name_or_path=args.model_name_or_path))
+    task_data = sentiment.TASK.parse(finetune + _argv(None, "", model_name_or_path=args.model_name_or_path))[TextDataArgs]
     pretrain_flags = {"model_name_or_path": args.model_name_or_path, "output_dir": out / "adapted"}
     if args.tapt:
         if "--train_file" in args.pretrain_args or "--dataset_name" in args.pretrain_args:
@@ -63,7 +56,7 @@ def plan(args: DaptArgs) -> tuple[list[str], dict[str, list[str]]]:
         pretrain_flags.update(train_file=task_data.train_file, dataset_name=task_data.dataset_name,
                               dataset_config_name=task_data.dataset_config_name, text_column=task_data.text_column)
     pretrain = _argv(args.pretrain_config, args.pretrain_args, **pretrain_flags)
-    continued_pretraining.parse(pretrain)  # raises on a bad option before hours of pretraining
+    continued_pretraining.TASK.parse(pretrain)  # raises on a bad option before hours of pretraining
     arms = {
         "original": finetune + _argv(None, "", model_name_or_path=args.model_name_or_path),
         "adapted": finetune + ["--model_name_or_path", str(out / "adapted")],

@@ -1,0 +1,56 @@
+"""Evidence inside one run: the frozen-features baseline beside the fine-tuned model, and forgetting of a source task."""
+from __future__ import annotations
+
+
+def evaluate_source_before(trainer, args, data) -> dict:
+    """Score the source task (`--source_eval_file`) before training, so forgetting can be measured after it."""
+    source = data.datasets.get("source")
+    if source is None:
+        return {}
+    scores = trainer.evaluate(source, metric_key_prefix="source_before")
+    data.extra["source_before"] = {k: v for k, v in scores.items() if k.endswith(("_accuracy", "_f1", "_loss"))}
+    return data.extra["source_before"]
+
+
+def source_after(trainer, data) -> dict:
+    """Score the source task again after training; forgetting = accuracy before minus after (positive: forgot)."""
+    source = data.datasets.get("source")
+    if source is None:
+        return {}
+    scores = {k: v for k, v in trainer.evaluate(source, metric_key_prefix="source").items()
+              if k.endswith(("_accuracy", "_f1", "_loss"))}
+    before = data.extra.get("source_before", {})
+    if "source_before_accuracy" in before and "source_accuracy" in scores:
+        scores["forgetting_accuracy"] = before["source_before_accuracy"] - scores["source_accuracy"]
+    return scores
+
+
+def frozen_baseline_after(trainer, args, data) -> dict:
+    """Logistic regression on the pretrained backbone's frozen features, scored on the validation split (rank 0).
+
+    The backbone is loaded afresh from the checkpoint, so the baseline is what transfer without any
+    fine-tuning gives, whatever the strategy did to the trained model.
+    """
+    if not trainer.is_world_process_zero():
+        return {}
+    from transformers import AutoModel
+
+    from .features import frozen_baseline
+    from .models import load_config, load_pretrained
+
+    backbone = load_pretrained(AutoModel, args.model, load_config(args.model)).to(args.training.device)
+    scores = frozen_baseline(backbone, data.datasets["train"], data.datasets["validation"], data.collator, args.training.seed)
+    return {f"baseline_{k}": v for k, v in scores.items()}
+
+
+def forgetting_lines(results: dict) -> list[str]:
+    if "forgetting_accuracy" not in results:
+        return []
+    return [f"forgetting of the source task: {100 * results['forgetting_accuracy']:+.1f} accuracy points (positive: forgot)"]
+
+
+def baseline_lines(results: dict) -> list[str]:
+    if "validation_accuracy" not in results or "baseline_accuracy" not in results:
+        return []
+    gain = 100 * (results["validation_accuracy"] - results["baseline_accuracy"])
+    return [f"transfer vs frozen backbone + logistic regression: {gain:+.1f} accuracy points"]

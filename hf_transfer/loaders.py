@@ -1,0 +1,148 @@
+"""Task loaders: a recipe's `load` step, joining a model's config and processor to the checked data as a `TaskData`.
+
+Each loader reads options by type from `Args`, checks everything that can be wrong before any weights
+load, and returns what `run_task` needs. The data modules (`data/`) know nothing of models; the model
+module knows nothing of data; this is where the two meet.
+"""
+from __future__ import annotations
+
+from .errors import HfTransferError
+from .task import Args, TaskData, mixed_precision
+
+
+def load_text_classification_task(args: Args) -> TaskData:
+    """Text classification: tokenizer and config of the checkpoint, labelled splits, per-batch padding."""
+    from .data.text import TextDataArgs, load_text_classification, text_collator
+    from .metrics import compute_classification_metrics
+    from .models import load_config, load_tokenizer
+
+    data_args = args[TextDataArgs]
+    config = load_config(args.model)
+    args.strategy.check_config(config)  # before the data is tokenised: an unknown architecture fails in a second
+    tokenizer = load_tokenizer(args.model)
+    data = load_text_classification(data_args, tokenizer, seed=args.training.seed)
+    config.id2label, config.label2id = data.id2label, data.label2id
+    return TaskData(
+        datasets=data.datasets,
+        collator=text_collator(data_args, tokenizer, mixed_precision=mixed_precision(args.training)),
+        processing_class=tokenizer,
+        config=config,
+        compute_metrics=compute_classification_metrics,
+        report={"label_names": data.label_names, "dropped_empty_texts": data.dropped_empty},
+        extra={"domains": data.domains},
+    )
+
+
+def _speech_setup(args: Args, **config_overrides):
+    """What both wav2vec2-family tasks load first: the checked training options, the config and the feature extractor."""
+    from .speech import SpeechModelArgs, check_training_args, load_feature_extractor, load_speech_config
+
+    check_training_args(args.training)
+    speech_args = args[SpeechModelArgs]
+    config = load_speech_config(args.model, speech_args, **config_overrides)
+    args.strategy.check_config(config)
+    return config, load_feature_extractor(args.model, speech_args)
+
+
+def _audio_collator(args: Args, feature_extractor, config):
+    from .data.audio import AudioAugmentArgs, AudioCollator, AudioDataArgs
+    from .speech import min_batch_samples
+
+    return AudioCollator(
+        feature_extractor, max_seconds=args[AudioDataArgs].max_duration_seconds, augment=args[AudioAugmentArgs],
+        min_samples=min_batch_samples(config), seed=args.training.seed,
+    )
+
+
+def load_audio_classification_task(args: Args) -> TaskData:
+    """Audio classification: clips checked from their headers, decoded lazily in the collator."""
+    from .data.audio import AudioDataArgs, AudioLabelArgs, load_audio_classification
+    from .metrics import compute_classification_metrics
+    from .speech import min_input_samples
+
+    config, feature_extractor = _speech_setup(args)
+    data = load_audio_classification(
+        args[AudioDataArgs], args[AudioLabelArgs], feature_extractor.sampling_rate, min_input_samples(config),
+        seed=args.training.seed,
+    )
+    config.id2label, config.label2id = data.id2label, data.label2id
+    return TaskData(
+        datasets=data.datasets,
+        collator=_audio_collator(args, feature_extractor, config),
+        processing_class=feature_extractor,
+        config=config,
+        compute_metrics=compute_classification_metrics,
+        report={"label_names": data.label_names, **data.report},
+    )
+
+
+def load_ctc_task(args: Args) -> TaskData:
+    """CTC speech recognition: normalised transcripts, a character vocabulary, WER/CER from greedy decoding."""
+    from transformers import Wav2Vec2Processor
+
+    from .ctc import TranscriptArgs, argmax_logits, check_ctc_head, ctc_metrics, load_speech_recognition
+    from .data.audio import AudioDataArgs
+    from .speech import min_input_samples
+
+    # Mean CTC loss (per target character, then over the batch; the config's default sums) keeps the loss scale
+    # independent of transcript length and batch size; zero_infinity zeroes the loss of a speed-perturbed clip
+    # that ends up shorter than its transcript instead of letting it turn the gradients into NaN.
+    config, feature_extractor = _speech_setup(args, ctc_loss_reduction="mean", ctc_zero_infinity=True)
+    text_args = args[TranscriptArgs]
+    data = load_speech_recognition(
+        args[AudioDataArgs], text_args, config, feature_extractor.sampling_rate, min_input_samples(config),
+        seed=args.training.seed, load_kwargs=args.model.load_kwargs(),
+    )
+    tokenizer = data.tokenizer
+    check_ctc_head(config, tokenizer, args.model.model_name_or_path, tokenizer_given=bool(text_args.tokenizer_name_or_path))
+    config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
+    return TaskData(
+        datasets=data.datasets,
+        collator=_audio_collator(args, feature_extractor, config),
+        # Saved with the model: the feature extractor's settings and the vocabulary.
+        processing_class=Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer),
+        config=config,
+        compute_metrics=ctc_metrics(tokenizer),
+        preprocess_logits_for_metrics=argmax_logits,
+        report={"vocabulary_size": len(tokenizer), **data.report},
+    )
+
+
+def prepare_speech_model(model, args: Args):
+    """Freeze the convolutional feature encoder (when asked) before the strategy, so no strategy ever trains it."""
+    from .speech import SpeechModelArgs, prepare_speech_model as prepare
+
+    return prepare(model, args[SpeechModelArgs], args.strategy)
+
+
+# Continued pretraining: gradual trains the (possibly new) masked-LM head alone first, so a random head's first
+# gradients do not reach the encoder; feature_extraction would train nothing but that head, and a peft config is
+# task-specific.
+MASKED_LM_STRATEGIES = ("full", "lora", "freeze", "gradual")
+
+
+def load_masked_lm_task(args: Args) -> TaskData:
+    """Masked-LM continued pretraining: unlabelled text in blocks (or lines), masked on the fly; perplexity is the metric."""
+    from .data.mlm import MaskedLMCollator, MaskedLMDataArgs, load_masked_lm_data
+    from .models import load_config, load_tokenizer
+
+    if args.model.from_scratch:
+        raise HfTransferError("--from_scratch makes no sense for continued pretraining: it continues from pretrained weights")
+    if args.strategy.strategy not in MASKED_LM_STRATEGIES:
+        raise HfTransferError(
+            f"--strategy {args.strategy.strategy} is not offered for continued pretraining; use {', '.join(MASKED_LM_STRATEGIES)}"
+        )
+    data_args = args[MaskedLMDataArgs]
+    config = load_config(args.model)
+    args.strategy.check_config(config)
+    tokenizer = load_tokenizer(args.model)
+    data = load_masked_lm_data(data_args, tokenizer, seed=args.training.seed)
+    return TaskData(
+        datasets=data.datasets,
+        collator=MaskedLMCollator(tokenizer, data_args, pad_to_multiple_of=8 if mixed_precision(args.training) else None),
+        processing_class=tokenizer,
+        config=config,
+        report={"train_blocks": len(data.datasets["train"]), "dropped_empty_texts": data.dropped_empty},
+        eval_splits=(),  # perplexity before and after is measured by the recipe's own hooks
+        extra={"train_tokens": data.train_tokens},
+    )

@@ -1,0 +1,190 @@
+"""Tasks: what a recipe declares, and `run_task`, the one place that runs parse -> check -> load -> model -> train -> finish.
+
+A recipe is a `Task`: its own argument dataclasses and defaults, the model class, a `load` function that
+returns the checked data with its collator, processor, config and metrics (a `TaskData`), the trainer
+class, and optional hooks for what is special about it (a source-task evaluation before training, a
+frozen baseline after it, weights carried over after saving). Every recipe then gets the same order of
+steps, the same checks and the same `finish`. Parsed options are looked up by type (`args[TextDataArgs]`),
+never by position, so adding an option group to a recipe breaks nobody who reads another group.
+
+Building blocks stay plain functions: a recipe with an unusual flow (compare, dapt, linear_probe) writes
+its own `main` from them instead of bending this one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import parse_args
+from .models import ModelArgs
+from .strategies import StrategyArgs
+
+
+class Args:
+    """One parsed instance per argument dataclass, looked up by type: `args[TextDataArgs]`, `args.training`."""
+
+    def __init__(self, instances: tuple) -> None:
+        self._by_type = {type(instance): instance for instance in instances}
+        self._order = instances
+
+    def __getitem__(self, kind: type):
+        if kind in self._by_type:
+            return self._by_type[kind]
+        for instance in self._order:  # a subclass (Seq2SeqTrainingArguments) answers for its base
+            if isinstance(instance, kind):
+                return instance
+        raise KeyError(f"{kind.__name__} is not among this recipe's arguments")
+
+    def get(self, kind: type, default=None):
+        try:
+            return self[kind]
+        except KeyError:
+            return default
+
+    def __iter__(self):
+        return iter(self._order)
+
+    @property
+    def model(self) -> ModelArgs:
+        return self[ModelArgs]
+
+    @property
+    def strategy(self) -> StrategyArgs:
+        return self[StrategyArgs]
+
+    @property
+    def training(self):
+        from transformers import TrainingArguments
+
+        return self[TrainingArguments]
+
+
+@dataclass
+class TaskData:
+    """Everything `load` checked and prepared: data, how to batch it, what to save with the model, how to score it."""
+
+    datasets: Any  # DatasetDict: train, validation, optionally test (and any split named in eval_splits)
+    collator: Any
+    processing_class: Any  # tokenizer / feature extractor / processor: saved beside the weights
+    config: Any  # the model's config, ready to build the model (labels set)
+    compute_metrics: Callable | None = None
+    preprocess_logits_for_metrics: Callable | None = None
+    report: dict = field(default_factory=dict)  # what the data gave (label names, counts, skips): into metrics.json
+    eval_splits: tuple[str, ...] = ("validation", "test")  # evaluated after training, those present
+    extra: dict = field(default_factory=dict)  # anything a task's hooks need later (its own objects)
+
+
+@dataclass
+class Task:
+    """What a recipe declares. Only `name`, `arguments` and `load` are required."""
+
+    name: str  # titles reports and summaries
+    arguments: tuple[type, ...]  # the task's own argument dataclasses; model, strategy and training ones are added
+    load: Callable[[Args], TaskData]  # check every input and prepare the data; nothing is written before it returns
+    model_class: str = "AutoModelForSequenceClassification"  # a transformers class, imported when the run starts
+    defaults: dict = field(default_factory=dict)  # option defaults; a config file and flags win over them
+    trainer_class: str = "TransferTrainer"  # or "Seq2SeqTransferTrainer" (both from hf_transfer.trainer)
+    training_arguments: str = "TrainingArguments"  # or "Seq2SeqTrainingArguments"
+    metric: str = "validation_accuracy"  # what compare reports by default
+    labelled: bool = True  # examples carry class labels: per-class subsets and the frozen-features arm apply
+    build_model: Callable[[Args, TaskData], Any] | None = None  # default: model_class.from_pretrained (or from config)
+    prepare_model: Callable[[Any, Args], Any] | None = None  # default: apply the strategy
+    before_train: Callable[[Any, Args, TaskData], dict] | None = None  # (trainer, args, data) -> metrics to record
+    after_train: Callable[[Any, Args, TaskData, dict], dict] | None = None  # (..., train metrics) -> metrics to record
+    after_save: Callable[[Any, Args, dict], None] | None = None  # (trainer, args, results), rank 0 only
+    summary: Callable[[dict], list[str]] | None = None  # extra lines for the run summary
+
+    def argument_types(self) -> tuple[type, ...]:
+        import transformers
+
+        return (ModelArgs, *self.arguments, StrategyArgs, getattr(transformers, self.training_arguments))
+
+    def parse(self, argv: list[str] | None = None) -> Args:
+        """Parse flags (and `--config FILE`) into this task's arguments; defaults are computed here, not at import."""
+        from .training import recipe_defaults
+
+        return Args(parse_args(self.argument_types(), argv, recipe_defaults(**self.defaults)))
+
+    def main(self, argv: list[str] | None = None) -> dict:
+        return run_task(self, argv)
+
+
+def _default_build_model(task: Task, args: Args, data: TaskData):
+    import transformers
+
+    from .models import load_pretrained
+
+    return load_pretrained(getattr(transformers, task.model_class), args.model, data.config)
+
+
+def run_task(task: Task, argv: list[str] | None = None) -> dict:
+    """Parse, check, load, build the model, apply the strategy, train, then `finish`; returns the run's metrics."""
+    from transformers import set_seed
+
+    from . import trainer as trainers
+    from .report import RunClock, finish
+    from .strategies import apply_strategy
+    from .training import check_resume
+
+    clock = RunClock()
+    args = task.parse(argv)
+    train_args, strategy = args.training, args.strategy
+    resume = check_resume(train_args)
+
+    # Everything that can be wrong with the input is checked here, before any weights load or files are written.
+    data = task.load(args)
+    strategy.check_config(data.config)
+
+    set_seed(train_args.seed)  # the new head's initialisation (or a from-scratch model's) is part of the run
+    model = (task.build_model or (lambda a, d: _default_build_model(task, a, d)))(args, data)
+    model = task.prepare_model(model, args) if task.prepare_model else apply_strategy(model, strategy)
+    trainer = getattr(trainers, task.trainer_class)(
+        model=model,
+        args=train_args,
+        strategy=strategy,
+        train_dataset=data.datasets["train"],
+        eval_dataset=data.datasets["validation"],
+        processing_class=data.processing_class,
+        data_collator=data.collator,
+        compute_metrics=data.compute_metrics,
+        preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
+    )
+    recorded = {
+        "task": task.name,
+        "model_name_or_path": args.model.model_name_or_path,
+        "from_scratch": args.model.from_scratch,
+        "strategy": strategy.strategy,
+        **data.report,
+    }
+    if task.before_train:
+        recorded.update(task.before_train(trainer, args, data))
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    if task.after_train:
+        recorded.update(task.after_train(trainer, args, data, train_result.metrics))
+    eval_splits = {split: data.datasets[split] for split in data.eval_splits if split in data.datasets}
+    results = finish(trainer, clock, train_result.metrics, eval_splits, recorded, summary=task.summary)
+    if task.after_save and trainer.is_world_process_zero():
+        task.after_save(trainer, args, results)
+    return results
+
+
+def mixed_precision(train_args) -> bool:
+    """Whether batches are padded for tensor cores (multiples of 8 help only in half precision)."""
+    return bool(train_args.bf16 or train_args.fp16)
+
+
+def load_recipe(name: str):
+    """The module of `recipes/<name>.py` (for compare and linear_probe), with a clear error for an unknown name."""
+    import importlib
+
+    from .errors import HfTransferError
+
+    try:
+        module = importlib.import_module(f"recipes.{name}")
+    except ModuleNotFoundError as error:
+        if error.name not in (f"recipes.{name}", "recipes"):
+            raise
+        raise HfTransferError(f"no recipe named '{name}'; recipes are the files in recipes/ (e.g. sentiment)") from error
+    if not isinstance(getattr(module, "TASK", None), Task):
+        raise HfTransferError(f"recipes/{name}.py declares no TASK; compare and linear_probe take task recipes such as sentiment")
+    return module
