@@ -223,7 +223,7 @@ def load_speech_recognition(
             raise HfTransferError(f"{missing} clips of the {split} split have no transcript; fill or remove them")
         texts = [normalize_transcript(t, text_args) for t in texts]
         normalised[split] = dataset.remove_columns("target").add_column("text", texts)
-    data = hold_out_and_subsample(DatasetDict(normalised), args, seed, stratify=False)
+    data = hold_out_and_subsample(DatasetDict(normalised), args, seed, labelled=False)
 
     if text_args.tokenizer_name_or_path:
         tokenizer = load_ctc_tokenizer(text_args.tokenizer_name_or_path, load_kwargs or {})

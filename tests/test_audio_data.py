@@ -213,3 +213,31 @@ def test_group_by_length_reads_the_length_column_and_decodes_nothing(label_folde
     assert sorted(order) == list(range(len(data.datasets["train"])))
     assert list(sampler.lengths) == list(data.datasets["train"]["length"])
     assert decoded == [], "reading lengths decoded clips"
+
+
+def test_a_per_class_subset_of_clips_and_its_contradictions(label_folders, tmp_path):
+    from collections import Counter
+
+    from hf_transfer.ctc import TranscriptArgs, load_speech_recognition
+    from audio_helpers import tiny_speech_config
+
+    data_args = AudioDataArgs(train_dir=str(label_folders), validation_dir=str(label_folders), max_train_samples_per_class=2)
+    data = load_audio_classification(data_args, AudioLabelArgs(), 16000, 400, seed=0)
+    assert Counter(data.datasets["train"]["labels"]) == {0: 2, 1: 2} and len(data.datasets["validation"]) == 12
+    with pytest.raises(HfTransferError, match=r"give --max_train_samples or --max_train_samples_per_class, not both"):
+        AudioDataArgs(train_dir=str(label_folders), max_train_samples=4, max_train_samples_per_class=2)
+    clip = write_clip(tmp_path / "clips" / "0.wav", 300.0, 16000, 0.3)
+    table = write_table(tmp_path / "train.csv", [{"path": f"clips/{clip.name}", "text": t} for t in ("yes", "no", "yes no")])
+    with pytest.raises(HfTransferError, match=r"^--max_train_samples_per_class needs class labels, .*; use --max_train_samples$"):
+        load_speech_recognition(AudioDataArgs(train_file=str(table), long_audio="skip", max_train_samples_per_class=1),
+                                TranscriptArgs(), tiny_speech_config(), 16000, 20)
+
+
+def test_a_single_clip_of_a_label_still_gets_a_held_out_split(label_folders, tmp_path, caplog):
+    rows = [{"path": str(clip), "label": clip.parent.name} for clip in sorted(label_folders.rglob("*.*"))]
+    rows = [r for r in rows if r["label"] == "high"] + [next(r for r in rows if r["label"] == "low")]
+    with caplog.at_level(logging.WARNING, logger="hf_transfer.data.splits"):
+        data = load_audio_classification(AudioDataArgs(train_file=str(write_table(tmp_path / "t.csv", rows)),
+                                                       validation_split_percentage=30), AudioLabelArgs(), 16000, 400, seed=0)
+    assert len(data.datasets["train"]) == 4 and len(data.datasets["validation"]) == 3
+    assert "label 'low' has only 1 clip" in caplog.text

@@ -112,3 +112,18 @@ def test_unsupported_format(tmp_path):
     path.write_text("x")
     with pytest.raises(HfTransferError, match="unsupported format"):
         TextDataArgs(train_file=str(path))
+
+
+def test_per_class_subset_keeps_at_most_n_of_each_label(tokenizer, tmp_path):
+    from collections import Counter
+
+    train = write_csv(tmp_path / "t.csv", review_rows(40))
+    data = load(tokenizer, train_file=str(train), validation_file=str(train), max_train_samples_per_class=3)
+    assert Counter(data.datasets["train"]["labels"]) == {0: 3, 1: 3} and len(data.datasets["validation"]) == 40
+
+
+def test_a_malformed_jsonl_names_its_line(tokenizer, tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t, "label": l}) for t, l in review_rows(4)) + '\n{"text": "oops", "label"\n')
+    with pytest.raises(HfTransferError, match=r"cannot read .*t.jsonl: line 5 is not valid JSON"):
+        load(tokenizer, train_file=str(path))

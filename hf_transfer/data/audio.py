@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from ..errors import HfTransferError
-from . import LabelMaps
 from .audio_io import add_noise, describe, probe, read_audio
-from .text import LABEL_COLUMNS, check_files, pick_column, read_file
+from .io import check_files, check_not_empty, pick_column, read_file
+from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
+from .splits import hold_out_validation, subsample
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ class AudioDataArgs:
         default=10, metadata={"help": "Without a validation split, hold out this share of train (stratified by label)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
+    max_train_samples_per_class: int | None = field(
+        default=None,
+        metadata={"help": "Audio classification: train on a random subset with at most this many clips of each label (few-shot)."},
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N clips of each split."})
 
     def __post_init__(self) -> None:
@@ -103,6 +108,8 @@ class AudioDataArgs:
             raise HfTransferError(f"--max_duration_seconds must be > 0, got {self.max_duration_seconds}")
         if not 0 < self.validation_split_percentage < 100:
             raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
+        if self.max_train_samples is not None and self.max_train_samples_per_class is not None:
+            raise HfTransferError("give --max_train_samples or --max_train_samples_per_class, not both")
 
     def require_source(self) -> None:
         """Checked at load time, not on parse, so a config file can hold the run and the data come as flags."""
@@ -159,7 +166,8 @@ def _load_hub(args: AudioDataArgs) -> dict:
     except HfTransferError:
         raise
     except Exception as error:  # datasets and the Hub client raise many types
-        raise HfTransferError(f"cannot load dataset '{args.dataset_name}': {str(error).strip().splitlines()[0]}") from None
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HfTransferError(f"cannot load dataset '{args.dataset_name}': {message}") from error
 
 
 def _scan_label_folders(root: str, split: str):
@@ -203,7 +211,7 @@ def _audio_column(dataset, asked: str | None) -> str:
 def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple[str, ...], option: str, what: str, folders_give: str | None):
     """The raw splits as a DatasetDict with two columns, `audio` (path or {bytes, path}) and `target`.
 
-    `target`/`candidates`/`option`/`what` name the label or transcript column as in `text.pick_column`;
+    `target`/`candidates`/`option`/`what` name the label or transcript column as in `io.pick_column`;
     `folders_give` is the column a folder-per-label source provides (None: folders are not a valid source).
     """
     from datasets import Audio, DatasetDict
@@ -224,10 +232,9 @@ def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple
             elif file:
                 raw[split] = read_file(file, split)
 
+    check_not_empty(raw, what="clip")
     prepared = {}
     for split, dataset in raw.items():
-        if len(dataset) == 0:
-            raise HfTransferError(f"the {split} split is empty; give it at least one clip")
         audio_col = _audio_column(dataset, args.audio_column)
         target_col = folders_give if getattr(args, f"{split}_dir", None) else target
         target_col = pick_column(dataset.column_names, target_col, candidates, option, what)
@@ -242,65 +249,20 @@ def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Labels, held-out validation, subsets
+# Held-out validation and subsets (label ids come from labels.encode_labels)
 # ---------------------------------------------------------------------------------------------------------
 
-def _label_key(value) -> str:
-    return str(value).strip()
-
-
-def encode_labels(raw, args: AudioLabelArgs) -> tuple[object, list[str]]:
-    """Replace `target` with ClassLabel `labels`; names: declared > the dataset's ClassLabel > sorted training values."""
-    from datasets import ClassLabel, DatasetDict
-
-    feature = raw["train"].features["target"]
-    if args.class_names:
-        names = [_label_key(n) for n in args.class_names]
-    elif isinstance(feature, ClassLabel):
-        names = list(feature.names)
-    else:
-        values = {v for v in raw["train"]["target"] if v is not None}
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        names = [_label_key(v) for v in sorted(values, key=float if numeric else str)]
-    if len(names) < 2:
-        raise HfTransferError(f"need at least two labels, found {names}")
-    label2id = {name: i for i, name in enumerate(names)}
-    ids_given = isinstance(feature, ClassLabel) or (args.class_names is not None and feature.dtype.startswith(("int", "uint")))
-
-    encoded = {}
-    for split, dataset in raw.items():
-        values = list(dataset["target"])  # datasets 5 returns a lazy Column; read it once
-        missing = sum(v is None for v in values)
-        if missing:
-            raise HfTransferError(f"{missing} clips of the {split} split have no label; fill or remove them")
-        ids = [v if ids_given else label2id.get(_label_key(v), -1) for v in values]
-        unknown = sorted({_label_key(v) for v, i in zip(values, ids) if not 0 <= i < len(names)})
-        if unknown:
-            raise HfTransferError(
-                f"the {split} split has labels outside the label set {names}: {unknown[:10]}; "
-                "declare every label with --class_names or fix the data"
-            )
-        dataset = dataset.remove_columns("target").add_column("labels", ids)
-        encoded[split] = dataset.cast_column("labels", ClassLabel(names=names))
-    return DatasetDict(encoded), names
-
-
-def hold_out_and_subsample(data, args: AudioDataArgs, seed: int, stratify: bool):
-    """A validation split from train when none is given, then the --max_*_samples subsets."""
-    if "validation" not in data:
-        test_size = args.validation_split_percentage / 100
-        try:
-            held_out = data["train"].train_test_split(test_size=test_size, seed=seed, stratify_by_column="labels" if stratify else None)
-        except ValueError:  # a class with a single clip cannot be stratified
-            held_out = data["train"].train_test_split(test_size=test_size, seed=seed)
-        data["train"], data["validation"] = held_out["train"], held_out["test"]
-    if args.max_train_samples is not None and args.max_train_samples < len(data["train"]):
-        data["train"] = data["train"].shuffle(seed=seed).select(range(args.max_train_samples))
-    if args.max_eval_samples is not None:
-        for split in ("validation", "test"):
-            if split in data and args.max_eval_samples < len(data[split]):
-                data[split] = data[split].select(range(args.max_eval_samples))
-    return data
+def hold_out_and_subsample(data, args: AudioDataArgs, seed: int, labelled: bool = True):
+    """A validation split from train when none is given (stratified by label when `labelled`), then the --max_* subsets."""
+    if not labelled and args.max_train_samples_per_class is not None:
+        raise HfTransferError(
+            "--max_train_samples_per_class needs class labels, and transcribed speech has none; use --max_train_samples"
+        )
+    data = hold_out_validation(data, args.validation_split_percentage, seed, stratify=labelled, what="clip")
+    return subsample(
+        data, seed, args.max_train_samples, args.max_train_samples_per_class, args.max_eval_samples,
+        eval_splits=("validation", "test"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -392,8 +354,8 @@ def load_audio_classification(
 ) -> AudioClassificationData:
     """Load, label and check an audio classification data set; cheap checks (columns, labels) come first."""
     raw = load_audio_splits(args, label_args.label_column, LABEL_COLUMNS, "label_column", "label", folders_give="label")
-    data, names = encode_labels(raw, label_args)
-    data = hold_out_and_subsample(data, args, seed, stratify=True)
+    data, names = encode_labels(raw, "target", label_args.class_names, what="clip")
+    data = hold_out_and_subsample(data, args, seed, labelled=True)
     data, report = check_splits(data, args, sampling_rate, min_samples)
     return AudioClassificationData(data, names, report)
 
