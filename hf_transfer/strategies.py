@@ -1,8 +1,14 @@
 """Transfer strategies as data: one validated options dataclass, and `apply_strategy` to set a model up for it.
 
 What acts where (all read from the layer map in `layers.py`):
-- freeze / feature_extraction: `requires_grad` is switched off here, before the Trainer exists, so frozen
-  parameters never enter the optimizer and backward stops at the lowest trainable group.
+- freeze: `requires_grad` is switched off here, before the Trainer exists, so frozen parameters never
+  enter the optimizer and backward stops at the lowest trainable group. It freezes the embeddings, the
+  bottom `--freeze_bottom` blocks of EACH stack (encoder and decoder alike) and any whole stack named in
+  `--freeze_stacks`.
+- feature_extraction: the pretrained network is a fixed feature extractor. With one stack only the head
+  trains. In an encoder-decoder model (T5, EncoderDecoderModel) the encoder produces the features and the
+  decoder stack trains with the head: "freeze the encoder". Training only the decoder's final norm (its
+  head) could not learn a new output task, so that reading would be useless.
 - gradual: nothing is frozen here. `TransferTrainer` freezes by schedule once training starts, after DDP
   has registered every parameter (a parameter frozen at wrap time would never be all-reduced later).
 - layer_lr_decay: optimizer parameter groups, built by `TransferTrainer.create_optimizer`.
@@ -17,7 +23,9 @@ from pathlib import Path
 from torch import nn
 
 from .errors import HfTransferError
-from .layers import architecture_spec, head_module_names, layer_groups, num_blocks
+from .layers import (
+    DECODER, LayerGroup, config_spec, head_module_names, layer_groups, stack_depths, stack_groups, unwrap_model,
+)
 
 STRATEGIES = ("full", "freeze", "feature_extraction", "gradual", "lora", "peft")
 
@@ -27,14 +35,21 @@ class StrategyArgs:
     strategy: str = field(
         default="full",
         metadata={
-            "help": "full: train everything. freeze: freeze the embeddings and the bottom --freeze_bottom blocks. "
-            "feature_extraction: train the head only. gradual: ULMFiT unfreezing, head first, one more group "
+            "help": "full: train everything. freeze: freeze the embeddings, the bottom --freeze_bottom blocks of each "
+            "stack and the stacks in --freeze_stacks. feature_extraction: train the head only (and the decoder "
+            "stack of an encoder-decoder model: the encoder is frozen). gradual: ULMFiT unfreezing, head first, one more group "
             "every --unfreeze_every units. lora: LoRA adapters via peft. peft: any peft method from --peft_config.",
             "choices": STRATEGIES,
         },
     )
     freeze_bottom: int | None = field(
-        default=None, metadata={"help": "freeze: number of blocks frozen above the (always frozen) embeddings."}
+        default=None,
+        metadata={"help": "freeze: number of blocks frozen above the (always frozen) embeddings, in each stack."},
+    )
+    freeze_stacks: list[str] | None = field(
+        default=None,
+        metadata={"help": "freeze: whole stacks to freeze by name, e.g. encoder (stacks: encoder; encoder and "
+                          "decoder for T5 and encoder-decoder models)."},
     )
     unfreeze_every: int | None = field(default=None, metadata={"help": "gradual: units between unfreezings (default 1)."})
     unfreeze_unit: str | None = field(
@@ -62,6 +77,7 @@ class StrategyArgs:
             raise HfTransferError(f"unknown strategy '{s}'; choose one of {', '.join(STRATEGIES)}")
         only_for = {
             "freeze_bottom": ("freeze",),
+            "freeze_stacks": ("freeze",),
             "unfreeze_every": ("gradual",),
             "unfreeze_unit": ("gradual",),
             "lora_r": ("lora",),
@@ -73,8 +89,13 @@ class StrategyArgs:
         for option, strategies in only_for.items():
             if getattr(self, option) is not None and s not in strategies:
                 raise HfTransferError(f"--{option} applies to --strategy {strategies[0]}, not '{s}'; drop it or change the strategy")
-        if s == "freeze" and (self.freeze_bottom is None or self.freeze_bottom < 0):
-            raise HfTransferError("--strategy freeze needs --freeze_bottom N >= 0 (blocks frozen above the embeddings)")
+        if s == "freeze" and not self.freeze_stacks and self.freeze_bottom is None:
+            raise HfTransferError(
+                "--strategy freeze needs --freeze_bottom N >= 0 (blocks frozen above the embeddings in each stack) "
+                "or --freeze_stacks NAME"
+            )
+        if self.freeze_bottom is not None and self.freeze_bottom < 0:
+            raise HfTransferError(f"--freeze_bottom must be >= 0, got {self.freeze_bottom}")
         if s == "peft" and not self.peft_config:
             raise HfTransferError("--strategy peft needs --peft_config path/to/config.json")
         if s == "peft" and not Path(self.peft_config).is_file():
@@ -82,7 +103,10 @@ class StrategyArgs:
         if not 0.0 < self.layer_lr_decay <= 1.0:
             raise HfTransferError(f"--layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         if self.layer_lr_decay != 1.0 and s == "feature_extraction":
-            raise HfTransferError("--layer_lr_decay has nothing to decay with --strategy feature_extraction (only the head trains)")
+            raise HfTransferError(
+                "--layer_lr_decay has nothing to decay with --strategy feature_extraction (only the head trains; for "
+                "an encoder-decoder model use --strategy freeze --freeze_stacks encoder to decay over the decoder)"
+            )
         if self.unfreeze_every is not None and self.unfreeze_every < 1:
             raise HfTransferError(f"--unfreeze_every must be >= 1, got {self.unfreeze_every}")
         if self.lora_r is not None and self.lora_r < 1:
@@ -93,11 +117,26 @@ class StrategyArgs:
         """Raise if the strategy cannot work on this architecture; a `full` run needs no layer map."""
         if self.strategy == "full" and self.layer_lr_decay == 1.0:
             return
-        blocks = num_blocks(config)  # raises for an architecture the layer map does not know
-        if self.strategy == "freeze" and self.freeze_bottom > blocks:
+        self.check_stacks(stack_depths(config))  # raises for an architecture the layer map does not know
+
+    def check_stacks(self, depths: dict[str, int]) -> None:
+        """Raise if the options do not fit a model with these stacks ({name: number of blocks})."""
+        if self.strategy != "freeze":
+            return
+        if not depths:
+            raise HfTransferError("--strategy freeze needs a model with stacks of blocks; this one's layer map has none")
+        shallowest = min(depths, key=depths.get)
+        if (self.freeze_bottom or 0) > depths[shallowest]:
+            where = (f"the model's {depths[shallowest]} blocks" if len(depths) == 1 else
+                     f"the {depths[shallowest]} blocks of the model's {shallowest} stack (it freezes that many in each "
+                     f"stack: {', '.join(f'{name} {n}' for name, n in depths.items())})")
+            instead = "--strategy feature_extraction to train the head only" if len(depths) == 1 else \
+                "--freeze_stacks NAME to freeze a whole stack"
+            raise HfTransferError(f"--freeze_bottom {self.freeze_bottom} exceeds {where}; use at most that, or {instead}")
+        unknown = [name for name in self.freeze_stacks or [] if name not in depths]
+        if unknown:
             raise HfTransferError(
-                f"--freeze_bottom {self.freeze_bottom} exceeds the model's {blocks} blocks; "
-                "use at most that, or --strategy feature_extraction to train the head only"
+                f"--freeze_stacks {' '.join(unknown)}: the model has no such stack; its stacks: {', '.join(depths)}"
             )
 
     @property
@@ -111,12 +150,14 @@ class StrategyArgs:
 
 def apply_strategy(model: nn.Module, args: StrategyArgs) -> nn.Module:
     """Prepare `model` for `args.strategy`; returns the model to train (a peft model for lora/peft)."""
-    args.check_config(model.config)
-    if args.strategy == "freeze":
-        for group in layer_groups(model)[: 1 + args.freeze_bottom]:
-            group.set_trainable(False)
-    elif args.strategy == "feature_extraction":
-        for group in layer_groups(model)[:-1]:
+    if args.strategy == "full" and args.layer_lr_decay == 1.0:
+        return model
+    # Checked against the model's actual groups: also right for a model class without a stack its config
+    # declares (T5EncoderModel) and for wrappers that declare their own groups.
+    groups = layer_groups(model)  # raises for an architecture the layer map does not know
+    args.check_stacks({name: len(blocks) for name, blocks in stack_groups(groups).items()})
+    if args.strategy in ("freeze", "feature_extraction"):
+        for group in frozen_groups(groups, args):
             group.set_trainable(False)
     elif args.strategy == "lora":
         from peft import LoraConfig
@@ -135,31 +176,62 @@ def apply_strategy(model: nn.Module, args: StrategyArgs) -> nn.Module:
     return model
 
 
+def frozen_groups(groups: list[LayerGroup], args: StrategyArgs) -> list[LayerGroup]:
+    """The groups `freeze` / `feature_extraction` switch off (see the module doc for what each means)."""
+    if args.strategy == "feature_extraction":
+        stacks = stack_groups(groups)
+        keep = {DECODER} if len(stacks) > 1 and DECODER in stacks else set()
+        return [g for g in groups[:-1] if g.stack not in keep]  # the head is always the last group
+    frozen = [g for g in groups if g.stack is None and g.depth_from_top > 0]  # the embeddings
+    for name, blocks in stack_groups(groups).items():
+        frozen += blocks if name in (args.freeze_stacks or []) else blocks[: args.freeze_bottom or 0]
+    return frozen
+
+
 def _load_peft_config(path: str):
     from peft import get_peft_config
 
     try:
         return get_peft_config(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise HfTransferError(f"--peft_config {path} is not a valid peft config ({error}); it needs a 'peft_type' key") from None
+        raise HfTransferError(f"--peft_config {path} is not a valid peft config ({error}); it needs a 'peft_type' key") from error
 
 
 def _wrap_peft(model: nn.Module, config) -> nn.Module:
     """Apply a peft config with the layer map's defaults filled in, and the new head kept trainable.
 
     No `task_type` is set on purpose: with one, peft picks the head by its own name list and, for example,
-    left wav2vec2's new `projector` frozen. The layer map's head goes to `modules_to_save` instead.
+    left wav2vec2's new `projector` frozen. The layer map's head goes to `modules_to_save` instead, less an
+    untied pretrained LM head (the output embeddings): it is not new, and a full trainable copy of a
+    vocabulary-sized matrix would outweigh the adapters (peft's own seq2seq task leaves it out too).
     """
     from peft import get_peft_model
 
     if hasattr(config, "target_modules") and not config.target_modules:
-        config.target_modules = list(architecture_spec(model.config.model_type).lora_targets)
+        config.target_modules = list(_default_lora_targets(model))
     if hasattr(config, "modules_to_save"):
-        config.modules_to_save = sorted(set(config.modules_to_save or []) | set(head_module_names(model)))
+        config.modules_to_save = sorted(set(config.modules_to_save or []) | set(_new_head_modules(model)))
     try:
         return get_peft_model(model, config)
     except ValueError as error:
-        raise HfTransferError(f"peft could not adapt this model: {str(error).splitlines()[0]}") from None
+        raise HfTransferError(f"peft could not adapt this model: {str(error).splitlines()[0]}") from error
+
+
+def _default_lora_targets(model: nn.Module) -> tuple[str, ...]:
+    config = getattr(unwrap_model(model), "config", None)
+    if config is None:
+        raise HfTransferError(
+            f"{type(unwrap_model(model)).__name__} has no transformers config to read LoRA's default targets from; "
+            "pass --lora_target_modules"
+        )
+    return config_spec(config).lora_targets
+
+
+def _new_head_modules(model: nn.Module) -> list[str]:
+    inner = unwrap_model(model)
+    get_output = getattr(inner, "get_output_embeddings", None)
+    output = get_output() if callable(get_output) else None
+    return [path for path in head_module_names(inner) if output is None or inner.get_submodule(path) is not output]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

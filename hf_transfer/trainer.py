@@ -1,7 +1,9 @@
-"""TransferTrainer: the Trainer plus the two strategies that live inside training, layer-wise LRs and gradual unfreezing."""
+"""The trainer side of transfer learning: a mixin adding layer-wise LRs and gradual unfreezing to `Trainer` and `Seq2SeqTrainer`."""
 from __future__ import annotations
 
-from transformers import Trainer, TrainerCallback
+from dataclasses import replace
+
+from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
 from .errors import HfTransferError
 from .layers import LayerGroup, layer_groups
@@ -13,14 +15,14 @@ def layerwise_parameter_groups(
 ) -> list[dict]:
     """Optimizer parameter groups, one pair (with/without weight decay) per layer group.
 
-    The head gets `lr`, each group below it `decay` times the group above: lr * decay ** (distance from the head).
+    A group gets `lr * decay ** depth_from_top`: the head `lr`, the top block of every stack `lr * decay`,
+    and so on down each stack, so an encoder and a decoder each decay from their own top (see layers.py).
     Frozen parameters are left out (they never enter the optimizer), except under gradual unfreezing,
     where nothing is frozen yet when the optimizer is built.
     """
-    top = len(groups) - 1
     param_groups = []
-    for depth, group in enumerate(groups):
-        group_lr = lr * decay ** (top - depth)
+    for group in groups:
+        group_lr = lr * decay ** group.depth_from_top
         for use_decay in (True, False):
             params = [p for n, p in group.named_parameters if p.requires_grad and (n in decay_names) == use_decay]
             if params:
@@ -31,14 +33,15 @@ def layerwise_parameter_groups(
 
 
 class GradualUnfreezing(TrainerCallback):
-    """ULMFiT-style unfreezing: the head trains first, then one more group from the top every `every` units.
+    """ULMFiT-style unfreezing by `depth_from_top`: the head trains first, then every `every` units one more
+    level: the top block of every stack together, then the next, ..., the embeddings last.
 
     The frozen state is a pure function of the global step, so `resume_from_checkpoint` restores it with
     nothing saved, and every process computes the same state without talking to the others.
 
     Trade-off (why requires_grad and not gradient masking): switching `requires_grad` off makes backward
     stop at the lowest trainable group, so early steps are cheaper. Under DDP that needs two things, both
-    arranged by TransferTrainer: all parameters trainable when DDP wraps the model (it only all-reduces
+    arranged by TransferTrainerMixin: all parameters trainable when DDP wraps the model (it only all-reduces
     what it registered then), and `find_unused_parameters=True` (a frozen group produces no gradient; DDP
     then leaves its `.grad` as None on every rank, and AdamW skips it). Masking gradients instead would
     need neither, but would pay the full backward from the first step.
@@ -47,15 +50,20 @@ class GradualUnfreezing(TrainerCallback):
     def __init__(self, every: int, unit: str):
         self.every, self.unit = every, unit
         self.groups: list[LayerGroup] = []
+        self.levels = 1  # distinct depths from the top: head, one per block depth, embeddings
         self.steps_per_unit = 1
-        self.unfrozen = -1  # how many groups, counted from the top, are trainable now
+        self.unfrozen = -1  # how many levels, counted from the top (the head is level 0), are trainable now
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        for group in self.groups:  # a second train() starts from what the first one found, not what it froze
+            group.set_trainable(True)
         # Only what is trainable now is ever unfrozen: parameters the recipe froze on purpose (wav2vec2's
         # convolutional feature encoder, say) stay frozen whatever the schedule says.
         self.groups = [
-            LayerGroup(g.name, tuple((n, p) for n, p in g.named_parameters if p.requires_grad)) for g in layer_groups(model)
+            replace(g, named_parameters=tuple((n, p) for n, p in g.named_parameters if p.requires_grad))
+            for g in layer_groups(model)
         ]
+        self.levels = 1 + max(g.depth_from_top for g in self.groups)
         if self.unit == "epoch":
             batches = len(train_dataloader)
             self.steps_per_unit = max(batches // args.gradient_accumulation_steps, 1) * self.every
@@ -68,22 +76,23 @@ class GradualUnfreezing(TrainerCallback):
         self._update(state.global_step)
 
     def unfrozen_at(self, global_step: int) -> int:
-        return min(1 + global_step // self.steps_per_unit, len(self.groups))
+        """How many levels from the top are trainable at `global_step` (1: the head only)."""
+        return min(1 + global_step // self.steps_per_unit, self.levels)
 
     def _update(self, global_step: int) -> None:
         wanted = self.unfrozen_at(global_step)
         if wanted != self.unfrozen:
-            cut = len(self.groups) - wanted
-            for i, group in enumerate(self.groups):
-                group.set_trainable(i >= cut)
+            for group in self.groups:
+                group.set_trainable(group.depth_from_top < wanted)
             self.unfrozen = wanted
 
 
-class TransferTrainer(Trainer):
-    """A `Trainer` that knows the transfer strategy: per-layer-group learning rates and gradual unfreezing.
+class TransferTrainerMixin:
+    """What a trainer needs to know of the transfer strategy: per-layer-group learning rates and gradual unfreezing.
 
-    With `strategy.layer_lr_decay == 1` and no gradual schedule it is a plain `Trainer`: the optimizer
-    and the training step are the stock ones.
+    Mixed in before a `Trainer` class (`class X(TransferTrainerMixin, Trainer)`); it takes one more keyword,
+    `strategy`. With `strategy.layer_lr_decay == 1` and no gradual schedule the trainer is the plain one:
+    the optimizer and the training step are the stock ones.
     """
 
     def __init__(self, model=None, args=None, *, strategy: StrategyArgs | None = None, **kwargs):
@@ -100,6 +109,7 @@ class TransferTrainer(Trainer):
             self.add_callback(GradualUnfreezing(self.strategy.gradual_every, self.strategy.gradual_unit))
 
     def create_optimizer(self, model=None):
+        # Built here rather than passed in, so that FSDP and friends still wrap the model first.
         if self.optimizer is None and self.strategy.layer_lr_decay != 1.0:
             opt_model = self.model if model is None else model
             param_groups = layerwise_parameter_groups(
@@ -115,3 +125,11 @@ class TransferTrainer(Trainer):
                 optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return super().create_optimizer(model)
+
+
+class TransferTrainer(TransferTrainerMixin, Trainer):
+    """`Trainer` with the transfer strategy (classification, audio, continued pre-training)."""
+
+
+class Seq2SeqTransferTrainer(TransferTrainerMixin, Seq2SeqTrainer):
+    """`Seq2SeqTrainer` with the transfer strategy (T5, EncoderDecoderModel; `predict_with_generate` evaluation)."""

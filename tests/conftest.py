@@ -157,3 +157,31 @@ def one_line_error(stderr: str) -> str:
     assert len(lines) == 1, f"expected one 'error:' line, got:\n{stderr[-2000:]}"
     assert not re.search(r"Traceback", stderr), stderr[-2000:]
     return lines[0]
+
+
+# --- seq2seq: two stacks (encoder, decoder) ---
+SEQ2SEQ = ["t5", "encoder-decoder"]
+
+
+def tiny_seq2seq(kind: str, seed: int = 0, encoder_layers: int = 2, decoder_layers: int = 2):
+    """A trainable tiny T5 or BERT2BERT `EncoderDecoderModel` (vocab 128; token 0 pads and starts decoding)."""
+    import transformers as T
+
+    torch.manual_seed(seed)
+    if kind == "t5":
+        return T.T5ForConditionalGeneration(T.T5Config(
+            vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=encoder_layers, num_decoder_layers=decoder_layers,
+            num_heads=2, decoder_start_token_id=0, pad_token_id=0,
+        ))
+    if kind == "encoder-decoder":
+        common = dict(vocab_size=128, hidden_size=32, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64)
+        encoder = T.BertConfig(num_hidden_layers=encoder_layers, **common)
+        decoder = T.BertConfig(num_hidden_layers=decoder_layers, is_decoder=True, add_cross_attention=True, **common)
+        config = T.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder, decoder_start_token_id=2, pad_token_id=0)
+        return T.EncoderDecoderModel(config)
+    raise ValueError(kind)
+
+
+def seq2seq_batch(batch: int = 4, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"input_ids": torch.randint(3, 128, (batch, 10), generator=g), "labels": torch.randint(3, 128, (batch, 6), generator=g)}

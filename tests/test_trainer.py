@@ -197,3 +197,110 @@ def test_gradual_never_unfreezes_what_was_frozen_on_purpose(tokenizer, train_set
     assert not pinned.requires_grad and torch.equal(pinned, before)
     position = trainer.model.bert.embeddings.position_embeddings.weight
     assert position.requires_grad, "the rest of the embeddings group should have been unfrozen"
+
+
+# --- two stacks: T5 through Seq2SeqTransferTrainer ---
+def tiny_t5(encoder_layers=2, decoder_layers=2, seed=0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=encoder_layers,
+                                               num_decoder_layers=decoder_layers, num_heads=2, decoder_start_token_id=0,
+                                               pad_token_id=0))
+
+
+def seq2seq_set(rows, seed):
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    return Dataset.from_dict({"input_ids": torch.randint(2, 128, (rows, 10), generator=g).tolist(),
+                              "labels": torch.randint(2, 128, (rows, 5), generator=g).tolist()})
+
+
+def make_seq2seq_trainer(out, strategy, model=None, trainer_kwargs=None, **overrides):
+    from transformers import Seq2SeqTrainingArguments, default_data_collator
+
+    from hf_transfer import Seq2SeqTransferTrainer
+
+    options = dict(output_dir=str(out), per_device_train_batch_size=4, per_device_eval_batch_size=4, learning_rate=1e-3,
+                   weight_decay=0.01, max_steps=3, logging_steps=1, save_strategy="no", report_to="none", seed=7,
+                   dataloader_pin_memory=False, use_cpu=True, predict_with_generate=True, generation_max_length=6)
+    options.update(overrides)
+    model = apply_strategy(model or tiny_t5(), strategy)
+    return Seq2SeqTransferTrainer(model=model, args=Seq2SeqTrainingArguments(**options), strategy=strategy,
+                                  train_dataset=seq2seq_set(16, 1), eval_dataset=seq2seq_set(8, 2),
+                                  data_collator=default_data_collator, **(trainer_kwargs or {}))
+
+
+def t5_depth(name: str, encoder_layers: int, decoder_layers: int) -> int:
+    """Distance from the head of a T5 parameter, from its name alone (the documented rule, not the layer map)."""
+    if name.startswith("shared."):
+        return 1 + max(encoder_layers, decoder_layers)
+    if name.startswith("encoder.final_layer_norm."):  # ends the encoder: its top block's level
+        return 1
+    for stack, layers in (("encoder", encoder_layers), ("decoder", decoder_layers)):
+        if name.startswith(f"{stack}.block."):
+            return layers - int(name.split(".")[2])
+    assert name.startswith("decoder.final_layer_norm."), name
+    return 0
+
+
+def test_layer_lr_decay_runs_per_stack_from_each_stack_top(tmp_path):
+    trainer = make_seq2seq_trainer(tmp_path, StrategyArgs(layer_lr_decay=0.5), model=tiny_t5(encoder_layers=3, decoder_layers=2))
+    optimizer = trainer.create_optimizer()
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = list(trainer.model.named_parameters())
+    assert set(lr_of) == {id(p) for _, p in named}
+    for name, p in named:
+        assert math.isclose(lr_of[id(p)], 1e-3 * 0.5 ** t5_depth(name, 3, 2), rel_tol=1e-12), name
+    # The two stacks' top blocks share the rate just below the head, whatever their depths.
+    by_group = {g["layer_group"]: g["lr"] for g in optimizer.param_groups}
+    assert by_group["encoder.block_2"] == by_group["decoder.block_1"] == 1e-3 * 0.5
+    assert by_group["encoder.block_0"] == 1e-3 * 0.5 ** 3 and by_group["embeddings"] == 1e-3 * 0.5 ** 4
+
+
+def test_gradual_unfreezing_on_t5_takes_the_top_block_of_every_stack_together():
+    from hf_transfer import GradualUnfreezing
+
+    model = tiny_t5(encoder_layers=3, decoder_layers=2)
+    schedule = GradualUnfreezing(every=2, unit="step")
+    schedule.on_train_begin(type("Args", (), {"gradient_accumulation_steps": 1})(), type("S", (), {"global_step": 0})(),
+                            None, model=model)
+    expected = [
+        {"head"},
+        {"head", "encoder.block_2", "decoder.block_1"},
+        {"head", "encoder.block_2", "decoder.block_1", "encoder.block_1", "decoder.block_0"},
+        {"head", "encoder.block_2", "decoder.block_1", "encoder.block_1", "decoder.block_0", "encoder.block_0"},
+        {g.name for g in layer_groups(model)},
+    ]
+    for step in range(12):
+        schedule.on_step_begin(None, type("S", (), {"global_step": step})(), None)
+        trainable = {g.name for g in layer_groups(model) if all(p.requires_grad for p in g.parameters)}
+        frozen = {g.name for g in layer_groups(model) if not any(p.requires_grad for p in g.parameters)}
+        want = expected[min(step // 2, 4)]
+        assert trainable == want and not (trainable & frozen) and trainable | frozen == {g.name for g in layer_groups(model)}, step
+
+
+def test_seq2seq_transfer_trainer_trains_with_decay_and_evaluates_with_generate(tmp_path):
+    seen = {}
+
+    def compute_metrics(prediction):
+        seen["predictions"] = prediction.predictions
+        return {"generated_tokens": float((prediction.predictions != 0).sum(axis=1).mean())}
+
+    trainer = make_seq2seq_trainer(tmp_path, StrategyArgs(layer_lr_decay=0.8), max_steps=2, eval_strategy="steps",
+                                   eval_steps=2, lr_scheduler_type="constant", trainer_kwargs={"compute_metrics": compute_metrics})
+    before = snapshot(trainer.model)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    groups = layer_groups(trainer.model)
+    lrs = {g["layer_group"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs.keys() == {g.name for g in groups}
+    # The schedule scales every group alike, so the ratios stay those of the decay.
+    assert all(math.isclose(lrs[g.name] / lrs["head"], 0.8 ** g.depth_from_top) for g in groups)
+    assert all(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if "relative_attention_bias" not in n)
+    evaluation = next(h for h in trainer.state.log_history if "eval_loss" in h)
+    assert "eval_generated_tokens" in evaluation and evaluation["step"] == 2
+    # Generated ids (not logits): 8 rows, at most generation_max_length long (Seq2SeqTrainer pads them with 0 further).
+    predictions = seen["predictions"]
+    assert predictions.shape[0] == 8 and predictions.dtype.kind == "i" and (predictions[:, 6:] == 0).all()
