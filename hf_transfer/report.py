@@ -26,6 +26,13 @@ class RunClock:
         return time.perf_counter() - self.start
 
     @staticmethod
+    def process_seconds() -> float:
+        """Seconds since this process started: the command's own time, imports and start-up included."""
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+
+    @staticmethod
     def peak_memory() -> dict:
         # ru_maxrss is in KiB on Linux, bytes on macOS.
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
@@ -60,6 +67,7 @@ def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, ext
             "world_size": trainer.args.world_size,
             "global_step": trainer.state.global_step,
             "wall_time_s": round(clock.seconds(), 2),
+            "process_wall_time_s": round(clock.process_seconds(), 2),
             **clock.peak_memory(),
         }
     )
@@ -88,12 +96,17 @@ def print_summary(results: dict, output_dir: Path, task_lines: list[str] = ()) -
         lines.append(f"  {'model':<36} {results['model_name_or_path']}{' (from scratch)' if results.get('from_scratch') else ''}")
     if "strategy" in results:
         lines.append(f"  {'strategy':<36} {results['strategy']}")
+    if "train_examples" in results:
+        epochs = f", {results['epochs']:g} epochs" if "epochs" in results else ""
+        lines.append(f"  {'training data':<36} {results['train_examples']:,} examples{epochs}, {results.get('global_step', 0)} steps")
     for key in sorted(k for k in results if k.startswith(_REPORTED) and not k.endswith(_NOT_REPORTED)):
         value = results[key]
         lines.append(f"  {key:<36} {value:.4f}" if isinstance(value, float) else f"  {key:<36} {value}")
     t, n = results["trainable_parameters"], results["total_parameters"]
     lines.append(f"  {'trainable / total parameters':<36} {t:,} / {n:,} ({100 * t / max(n, 1):.2f}%)")
-    lines.append(f"  {'wall time':<36} {results['wall_time_s']:.1f} s")
+    since_start = results.get("process_wall_time_s")
+    started = f" ({since_start:.1f} s since the command started)" if since_start else ""
+    lines.append(f"  {'wall time':<36} {results['wall_time_s']:.1f} s{started}")
     for key in ("peak_cpu_memory_gb", "peak_gpu_memory_gb"):
         if key in results:
             lines.append(f"  {key.replace('_', ' '):<36} {results[key]:.2f} GB")

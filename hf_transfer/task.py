@@ -97,7 +97,9 @@ class Task:
     def argument_types(self) -> tuple[type, ...]:
         import transformers
 
-        return (ModelArgs, *self.arguments, StrategyArgs, getattr(transformers, self.training_arguments))
+        from .training import OutputArgs
+
+        return (ModelArgs, *self.arguments, StrategyArgs, OutputArgs, getattr(transformers, self.training_arguments))
 
     def parse(self, argv: list[str] | None = None) -> Args:
         """Parse flags (and `--config FILE`) into this task's arguments; defaults are computed here, not at import."""
@@ -124,12 +126,14 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     from . import trainer as trainers
     from .report import RunClock, finish
     from .strategies import apply_strategy
-    from .training import check_resume
+    from .training import OutputArgs, check_output_dir, check_resume, run_identity, start_output_dir
 
     clock = RunClock()
     args = task.parse(argv)
     train_args, strategy = args.training, args.strategy
     resume = check_resume(train_args)
+    identity = run_identity(args)
+    check_output_dir(train_args, args[OutputArgs], identity, resume)
 
     # Everything that can be wrong with the input is checked here, before any weights load or files are written.
     data = task.load(args)
@@ -138,6 +142,7 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     set_seed(train_args.seed)  # the new head's initialisation (or a from-scratch model's) is part of the run
     model = (task.build_model or (lambda a, d: _default_build_model(task, a, d)))(args, data)
     model = task.prepare_model(model, args) if task.prepare_model else apply_strategy(model, strategy)
+    start_output_dir(train_args, args[OutputArgs], identity, resume)  # the first write: everything loaded and checked
     trainer = getattr(trainers, task.trainer_class)(
         model=model,
         args=train_args,
@@ -151,14 +156,18 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     )
     recorded = {
         "task": task.name,
-        "model_name_or_path": args.model.model_name_or_path,
+        "model_name_or_path": display_path(args.model.model_name_or_path),
         "from_scratch": args.model.from_scratch,
         "strategy": strategy.strategy,
+        "train_examples": len(data.datasets["train"]),
         **data.report,
     }
     if task.before_train:
         recorded.update(task.before_train(trainer, args, data))
     train_result = trainer.train(resume_from_checkpoint=resume)
+    recorded["epochs"] = round(trainer.state.epoch or 0, 3)
+    if resume is not None:
+        recorded.update(resumed_loss(train_result.metrics, resume))
     if task.after_train:
         recorded.update(task.after_train(trainer, args, data, train_result.metrics))
     eval_splits = {split: data.datasets[split] for split in data.eval_splits if split in data.datasets}
@@ -166,6 +175,26 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     if task.after_save and trainer.is_world_process_zero():
         task.after_save(trainer, args, results)
     return results
+
+
+def resumed_loss(train_metrics: dict, checkpoint: str) -> dict:
+    """A resumed run's `train_loss` averages only the steps after the resume: relabel it, so it is never compared
+    with an uninterrupted run's loss by mistake (log_history.json holds the logged losses of the whole run)."""
+    from pathlib import Path
+
+    step = int(Path(checkpoint).name.split("-")[-1]) if Path(checkpoint).name.split("-")[-1].isdigit() else None
+    loss = train_metrics.pop("train_loss", None)
+    return {"train_loss_since_resume": loss, "resumed_from_step": step}
+
+
+def display_path(value: str) -> str:
+    """A model path as a reader of metrics.json can use it: the embedded default by its name, anything else as the
+    user gave it (an absolute path inside this machine's virtualenv means nothing on another)."""
+    from .models import DEFAULT_MODEL_PACKAGE
+
+    if "site-packages" in value and DEFAULT_MODEL_PACKAGE.replace("-", "_") in value:
+        return f"sentence-transformers/all-MiniLM-L6-v2 (embedded, from {DEFAULT_MODEL_PACKAGE})"
+    return value
 
 
 def mixed_precision(train_args) -> bool:

@@ -77,7 +77,7 @@ def test_bad_input_cases(tiny_text_model_dir, review_files, tmp_path, monkeypatc
         (files, ["--model_name_or_path", str(tmp_path / "missing")], "does not exist"),
         (files, ["--model_name_or_path", str(gpt2), "--strategy", "gradual"], "model type 'gpt2' is not in the layer map"),
         (files, ["--strategy", "lora", "--freeze_bottom", "1"], "--freeze_bottom applies to --strategy freeze"),
-        (files, ["--resume_from_checkpoint", "last"], "no checkpoint in"),
+        (files, ["--resume_from_checkpoint", "last"], "no complete checkpoint in"),
     ]
     for i, (case_files, flags, message) in enumerate(cases):
         out = tmp_path / f"out{i}"

@@ -62,7 +62,7 @@ class TextDataArgs:
                 raise HfTransferError("--validation_file/--test_file need --train_file (or --dataset_name)")
             # No data named: the embedded review sample (data_cards/embedded_reviews.md), so a bare run works offline.
             self.train_file = str(SAMPLES / "reviews_train.csv")
-            self.validation_file = str(SAMPLES / "reviews_test.csv")
+            self.validation_file = str(SAMPLES / "reviews_validation.csv")
         check_files({o: getattr(self, o) for o in ("train_file", "validation_file", "test_file", "source_eval_file")})
         if self.max_train_samples is not None and self.max_train_samples_per_class is not None:
             raise HfTransferError("give --max_train_samples or --max_train_samples_per_class, not both")
