@@ -26,13 +26,12 @@ def source_after(trainer, data) -> dict:
 
 
 def frozen_baseline_after(trainer, args, data) -> dict:
-    """Logistic regression on the pretrained backbone's frozen features, scored on the validation split (rank 0).
+    """Logistic regression on the pretrained backbone's frozen features, scored on the validation split.
 
     The backbone is loaded afresh from the checkpoint, so the baseline is what transfer without any
-    fine-tuning gives, whatever the strategy did to the trained model.
+    fine-tuning gives, whatever the strategy did to the trained model. Every rank computes it (the same
+    numbers): on rank 0 alone, the other ranks would wait in the next collective and, on large data, time out.
     """
-    if not trainer.is_world_process_zero():
-        return {}
     from transformers import AutoModel
 
     from .features import frozen_baseline

@@ -20,6 +20,7 @@ def load_text_classification_task(args: Args) -> TaskData:
     config = load_config(args.model)
     args.strategy.check_config(config)  # before the data is tokenised: an unknown architecture fails in a second
     tokenizer = load_tokenizer(args.model)
+    ensure_pad_token(tokenizer, config)
     data = load_text_classification(data_args, tokenizer, seed=args.training.seed)
     config.id2label, config.label2id = data.id2label, data.label2id
     return TaskData(
@@ -31,6 +32,21 @@ def load_text_classification_task(args: Args) -> TaskData:
         report={"label_names": data.label_names, "dropped_empty_texts": data.dropped_empty},
         extra={"domains": data.domains},
     )
+
+
+def ensure_pad_token(tokenizer, config) -> None:
+    """Batches need a pad token. Causal checkpoints (GPT-2) have none: pad with the end-of-text token, as their own
+    model cards do, and tell the model which id is padding (its classifier reads the last non-pad token)."""
+    if tokenizer.pad_token is not None:
+        if getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = tokenizer.pad_token_id
+        return
+    if tokenizer.eos_token is None:
+        raise HfTransferError("the tokenizer has neither a pad token nor an end-of-text token to pad with; "
+                              "use a checkpoint whose tokenizer defines one")
+    tokenizer.pad_token = tokenizer.eos_token
+    config.pad_token_id = tokenizer.eos_token_id
+    print(f"note: the tokenizer has no pad token; padding with its end-of-text token {tokenizer.eos_token!r}", flush=True)
 
 
 def _speech_setup(args: Args, **config_overrides):
@@ -146,3 +162,75 @@ def load_masked_lm_task(args: Args) -> TaskData:
         eval_splits=(),  # perplexity before and after is measured by the recipe's own hooks
         extra={"train_tokens": data.train_tokens},
     )
+
+
+def load_seq2seq_task(args: Args) -> TaskData:
+    """Text to text (translation, summarisation): paired texts, a seq2seq checkpoint or a warm-started
+    encoder-decoder, labels padded with -100, BLEU/chrF/ROUGE of generated text."""
+    from transformers import DataCollatorForSeq2Seq
+
+    from .data.seq2seq import Seq2SeqDataArgs, load_seq2seq
+    from .metrics_generation import GenerationMetrics
+    from .models import load_config, load_tokenizer
+    from .seq2seq_models import (
+        ENCODER_DECODER, EncoderDecoderArgs, check_generation_args, check_seq2seq_config, encoder_decoder_config,
+        warn_missing_prefix,
+    )
+
+    data_args, train_args = args[Seq2SeqDataArgs], args.training
+    check_generation_args(train_args, data_args.max_target_length)
+    decoder = args[EncoderDecoderArgs].decoder_name_or_path
+    config = None if decoder else load_config(args.model)
+    tokenizer = load_tokenizer(args.model)
+    config = config or encoder_decoder_config(args.model, decoder, tokenizer)
+    check_seq2seq_config(config, tokenizer, args.model.model_name_or_path)
+    args.strategy.check_config(config)
+    warn_missing_prefix(config, data_args.source_prefix)
+    # A BERT tokenizer starts every target with [CLS], the warm-started decoder's start token: not a label.
+    strip = config.decoder_start_token_id if config.model_type == ENCODER_DECODER else None
+    data = load_seq2seq(data_args, tokenizer, seed=train_args.seed, strip_label_start=strip)
+    metrics = GenerationMetrics(tokenizer) if train_args.predict_with_generate else None
+    pad_multiple = 8 if mixed_precision(train_args) and not data_args.pad_to_max_length else None
+    return TaskData(
+        datasets=data.datasets,
+        collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_multiple),
+        processing_class=tokenizer,
+        config=config,
+        compute_metrics=metrics,
+        report={
+            "source_column": data.source_column, "target_column": data.target_column,
+            "source_prefix": data_args.source_prefix, "train_pairs": len(data.datasets["train"]),
+            "truncated": data.truncated, "dropped_empty_pairs": data.dropped_empty,
+            "predict_with_generate": train_args.predict_with_generate,
+            "generation_max_length": train_args.generation_max_length,
+            "generation_num_beams": train_args.generation_num_beams,
+        },
+        extra={"texts": data.texts, "generation_metrics": metrics},
+    )
+
+
+def keep_seq2seq_predictions(trainer, args: Args, data: TaskData) -> dict:
+    """Before training: keep each final evaluation's generated text (a `Task.before_train`; records nothing)."""
+    from .metrics_generation import KeepPredictions
+
+    if data.extra.get("generation_metrics") is not None:
+        trainer.add_callback(KeepPredictions(data.extra["generation_metrics"], data.extra["texts"]))
+    return {}
+
+
+def write_seq2seq_predictions(trainer, args: Args, results: dict) -> None:
+    """After saving (rank 0): the validation/test predictions beside metrics.json (a `Task.after_save`)."""
+    from .metrics_generation import KeepPredictions
+
+    keeper = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, KeepPredictions)), None)
+    written = keeper.write(trainer.args.output_dir) if keeper else []
+    if written:
+        print(f"generated predictions: {', '.join(written)} in {trainer.args.output_dir}", flush=True)
+
+
+def seq2seq_summary(results: dict) -> list[str]:
+    """Summary lines of a seq2seq run: what was cut at the length limits."""
+    cut = {s: n for s, n in (results.get("truncated") or {}).items() if n["sources"] or n["targets"]}
+    if not cut:
+        return []
+    return ["truncated sources/targets: " + ", ".join(f"{s} {n['sources']}/{n['targets']}" for s, n in cut.items())]

@@ -43,7 +43,13 @@ class RunClock:
 
 
 def optimizer_parameter_count(trainer) -> int:
-    """Parameters the optimizer updates: the truth for every strategy (gradual's frozen-at-start groups included)."""
+    """Parameters that trained: those the optimizer updates, less, under gradual unfreezing, the groups the
+    schedule never reached in this run (they sit in the optimizer, frozen)."""
+    from .trainer import GradualUnfreezing
+
+    gradual = next((c for c in trainer.callback_handler.callbacks if isinstance(c, GradualUnfreezing)), None)
+    if gradual is not None and gradual.groups:
+        return sum(g.numel() for g in gradual.trained_groups())
     if trainer.optimizer is None:
         return count_parameters(trainer.model)[0]
     seen = {id(p): p.numel() for group in trainer.optimizer.param_groups for p in group["params"]}

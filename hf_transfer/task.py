@@ -126,11 +126,12 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     from . import trainer as trainers
     from .report import RunClock, finish
     from .strategies import apply_strategy
-    from .training import OutputArgs, check_output_dir, check_resume, run_identity, start_output_dir
+    from .training import OutputArgs, check_launch, check_output_dir, check_resume, run_identity, start_output_dir
 
     clock = RunClock()
     args = task.parse(argv)
     train_args, strategy = args.training, args.strategy
+    check_launch(train_args)
     resume = check_resume(train_args)
     identity = run_identity(args)
     check_output_dir(train_args, args[OutputArgs], identity, resume)

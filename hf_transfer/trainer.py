@@ -53,6 +53,7 @@ class GradualUnfreezing(TrainerCallback):
         self.levels = 1  # distinct depths from the top: head, one per block depth, embeddings
         self.steps_per_unit = 1
         self.unfrozen = -1  # how many levels, counted from the top (the head is level 0), are trainable now
+        self.deepest_reached = 0  # the most levels trainable at any step so far
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         for group in self.groups:  # a second train() starts from what the first one found, not what it froze
@@ -70,7 +71,18 @@ class GradualUnfreezing(TrainerCallback):
         else:
             self.steps_per_unit = self.every
         self.unfrozen = -1
+        self.deepest_reached = 0
         self._update(state.global_step)
+        reachable = self.unfrozen_at(max(state.max_steps - 1, 0))
+        if reachable < self.levels:
+            below = [g.name for g in self.groups if g.depth_from_top >= reachable]
+            print(f"note: gradual unfreezing reaches only the top {reachable} of {self.levels} levels in this run's "
+                  f"{state.max_steps} steps (one more every {self.steps_per_unit} steps); {', '.join(below)} will never "
+                  "train. Use --unfreeze_unit step with a smaller --unfreeze_every, or train longer.", flush=True)
+
+    def trained_groups(self) -> list[LayerGroup]:
+        """The groups that were trainable at some step of this run (the summary reports these, not all groups)."""
+        return [g for g in self.groups if g.depth_from_top < self.deepest_reached]
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._update(state.global_step)
@@ -85,6 +97,7 @@ class GradualUnfreezing(TrainerCallback):
             for group in self.groups:
                 group.set_trainable(group.depth_from_top < wanted)
             self.unfrozen = wanted
+            self.deepest_reached = max(self.deepest_reached, wanted)
 
 
 class TransferTrainerMixin:

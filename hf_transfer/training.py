@@ -184,6 +184,30 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     return None
 
 
+def check_launch(train_args) -> None:
+    """Combinations of launcher and options that would fail or lose work after training: refused before it starts."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") and \
+            os.environ.get("FSDP_STATE_DICT_TYPE", "").upper().startswith("SHARDED"):
+        # Under a sharded state dict Trainer.save_model writes no full weights: the output folder would hold no model.
+        raise HfTransferError("FSDP with fsdp_state_dict_type SHARDED_STATE_DICT saves no full weights at the end; "
+                              "set fsdp_state_dict_type: FULL_STATE_DICT in the accelerate config")
+    if train_args.push_to_hub:
+        from huggingface_hub import constants, get_token
+
+        if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            raise HfTransferError("--push_to_hub needs the Hub, but HF_HUB_OFFLINE is set; unset it, or drop --push_to_hub "
+                                  "and upload the output folder later")
+        if get_token() is None:
+            raise HfTransferError("--push_to_hub needs a Hub token: set HF_TOKEN or run `hf auth login` first")
+        from huggingface_hub import whoami
+
+        try:
+            whoami()  # the token is checked now, not after hours of training; it is never printed
+        except Exception as error:  # noqa: BLE001 - offline, refused or expired: the Hub client raises many types
+            raise HfTransferError(f"--push_to_hub: the Hub did not accept the token or cannot be reached "
+                                  f"({type(error).__name__}); check the network and `hf auth whoami`") from error
+
+
 def check_resume(train_args) -> str | None:
     """`--resume_from_checkpoint` as the Trainer wants it: a checkpoint folder (the last complete one for 'last'), or None."""
     value = train_args.resume_from_checkpoint

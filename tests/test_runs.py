@@ -84,3 +84,62 @@ def test_resume_skips_a_checkpoint_cut_off_during_its_save(tiny_text_model_dir, 
     assert resumed["train_loss_since_resume"] == pytest.approx(sum(logged) / len(logged), rel=1e-4)
     # Same run, resumed: the final weights equal the uninterrupted run's accuracy-wise.
     assert resumed["validation_accuracy"] == whole["validation_accuracy"]
+
+
+def test_gradual_unfreezing_that_never_reaches_the_body_is_reported_as_such(tiny_text_model_dir, review_files, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_transfer import layer_groups
+
+    out = tmp_path / "out"
+    # The default unit is an epoch: in a one-epoch run only the head can train.
+    metrics = sentiment.main(recipe_argv(tiny_text_model_dir, review_files, out, "--strategy", "gradual"))
+    printed = capsys.readouterr().out
+    assert "reaches only the top 1 of 4 levels" in printed and "block_0" in printed
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    head = layer_groups(model)[-1]
+    assert metrics["trainable_parameters"] == head.numel() < metrics["total_parameters"]
+    # Independently: the body's saved weights are the pretrained ones, bit for bit.
+    pretrained = load_file(tiny_text_model_dir / "model.safetensors")
+    for name, tensor in model.bert.encoder.state_dict().items():
+        assert torch.equal(tensor, pretrained[f"encoder.{name}"]), name
+
+
+def test_sharded_fsdp_state_dict_is_refused_before_training(tiny_text_model_dir, review_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")
+    with pytest.raises(HfTransferError, match="FULL_STATE_DICT"):
+        sentiment.main(recipe_argv(tiny_text_model_dir, review_files, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_push_to_hub_offline_is_refused_before_training(tiny_text_model_dir, review_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HfTransferError, match="--push_to_hub needs the Hub"):
+        sentiment.main(recipe_argv(tiny_text_model_dir, review_files, tmp_path / "out", "--push_to_hub", "true",
+                                   "--hub_model_id", "me/model"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_causal_checkpoint_without_a_pad_token_trains_padding_with_eos(review_files, tmp_path, capsys):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    from conftest import NEGATIVE, NOUNS, POSITIVE
+
+    folder = tmp_path / "gpt2"
+    words = ["<|endoftext|>", "<unk>"] + sorted(set(POSITIVE + NEGATIVE + NOUNS + ["the", "was", "and"]))
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", unk_token="<unk>")
+    assert tokenizer.pad_token is None
+    tokenizer.save_pretrained(folder)
+    GPT2Model(GPT2Config(vocab_size=len(words), n_layer=1, n_embd=32, n_head=2, n_positions=64)).save_pretrained(folder)
+
+    out = tmp_path / "out"
+    metrics = sentiment.main(recipe_argv(folder, review_files, out, "--strategy", "full"))
+    assert "padding with its end-of-text token" in capsys.readouterr().out
+    assert metrics["global_step"] == 8
+    assert json.loads((out / "config.json").read_text())["pad_token_id"] == 0
