@@ -174,12 +174,12 @@ def load_seq2seq_task(args: Args) -> TaskData:
     from .models import load_config, load_tokenizer
     from .seq2seq_models import (
         ENCODER_DECODER, EncoderDecoderArgs, check_generation_args, check_seq2seq_config, encoder_decoder_config,
-        warn_missing_prefix,
+        resolve_encoder_decoder, warn_missing_prefix,
     )
 
     data_args, train_args = args[Seq2SeqDataArgs], args.training
     check_generation_args(train_args, data_args.max_target_length)
-    decoder = args[EncoderDecoderArgs].decoder_name_or_path
+    decoder = resolve_encoder_decoder(args.model, args[EncoderDecoderArgs])
     config = None if decoder else load_config(args.model)
     tokenizer = load_tokenizer(args.model)
     config = config or encoder_decoder_config(args.model, decoder, tokenizer)
@@ -198,14 +198,14 @@ def load_seq2seq_task(args: Args) -> TaskData:
         config=config,
         compute_metrics=metrics,
         report={
-            "source_column": data.source_column, "target_column": data.target_column,
-            "source_prefix": data_args.source_prefix, "train_pairs": len(data.datasets["train"]),
+            # Not named source_*: those keys are the source task's scores (forgetting) in reports.
+            "pair_columns": [data.source_column, data.target_column], "prefix": data_args.source_prefix,
             "truncated": data.truncated, "dropped_empty_pairs": data.dropped_empty,
             "predict_with_generate": train_args.predict_with_generate,
             "generation_max_length": train_args.generation_max_length,
             "generation_num_beams": train_args.generation_num_beams,
         },
-        extra={"texts": data.texts, "generation_metrics": metrics},
+        extra={"texts": data.texts, "generation_metrics": metrics, "decoder_name_or_path": decoder},
     )
 
 
@@ -234,3 +234,46 @@ def seq2seq_summary(results: dict) -> list[str]:
     if not cut:
         return []
     return ["truncated sources/targets: " + ", ".join(f"{s} {n['sources']}/{n['targets']}" for s, n in cut.items())]
+
+
+# Models whose position embeddings fix the input size: an image processor of another size fails at the first step.
+FIXED_SIZE_IMAGE_MODELS = ("vit", "deit", "vit_msn", "vit_mae")
+
+
+def load_image_classification_task(args: Args) -> TaskData:
+    """Image classification: the checkpoint's own image processor (size, normalisation), images checked up front and
+    decoded, augmented and processed lazily in the collator."""
+    from transformers import AutoImageProcessor
+
+    from .data.image import (
+        ImageAugmentArgs, ImageCollator, ImageDataArgs, check_training_args, load_image_classification, processor_output_size,
+    )
+    from .metrics import compute_classification_metrics
+    from .models import load_config
+
+    check_training_args(args.training)
+    config = load_config(args.model)
+    args.strategy.check_config(config)  # an architecture the layer map lacks fails now (or runs with --strategy full)
+    try:
+        processor = AutoImageProcessor.from_pretrained(args.model.model_name_or_path, **args.model.load_kwargs())
+    except (OSError, ValueError) as error:
+        raise HfTransferError(
+            f"cannot load the image processor of '{args.model.model_name_or_path}': {str(error).strip().splitlines()[0]} "
+            "(an image checkpoint has a preprocessor_config.json)"
+        ) from error
+    size, expected = processor_output_size(processor), getattr(config, "image_size", None)
+    if config.model_type in FIXED_SIZE_IMAGE_MODELS and isinstance(expected, int) and size != (expected, expected):
+        raise HfTransferError(
+            f"the image processor gives {size[0]}x{size[1]} images but the model takes {expected}x{expected}; "
+            "save the checkpoint with a processor of the model's size"
+        )
+    data = load_image_classification(args[ImageDataArgs], seed=args.training.seed)
+    config.id2label, config.label2id = data.id2label, data.label2id
+    return TaskData(
+        datasets=data.datasets,
+        collator=ImageCollator(processor, augment=args[ImageAugmentArgs], seed=args.training.seed),
+        processing_class=processor,
+        config=config,
+        compute_metrics=compute_classification_metrics,
+        report={"label_names": data.label_names, **data.report},
+    )
