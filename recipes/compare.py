@@ -2,14 +2,28 @@
 
     python recipes/compare.py --strategies full lora gradual --seeds 1 2 3 \\
         --recipe_args "--train_file train.csv --validation_file dev.csv --max_train_samples_per_class 64"
+    python recipes/compare.py --train_sizes 16 64 256 1000 --seeds 1 2 3 --recipe_args "--train_file train.csv"
+    python recipes/compare.py --recipe audio_classification --strategies full lora \\
+        --recipe_args "--train_dir clips/train --validation_dir clips/dev --model_name_or_path facebook/wav2vec2-base"
     python recipes/compare.py --k_folds 5 --seeds 1 --recipe_args "--train_file small.csv"
 
-Every run gets the same data, seeds and budget (the flags in --recipe_args/--recipe_config). The report
-(report.md, PNG plots, runs.json) goes to --output_dir. A strategy is a preset name or `name=--flags`:
-`lora_r16=--strategy lora --lora_r 16 --learning_rate 5e-4`.
+`--recipe NAME` (default sentiment) is any task recipe in recipes/ (one that declares a `TASK`). Its arms:
+training from scratch first (the reference), then frozen features + a classical head (recipes/linear_probe.py,
+for tasks with class labels), then the strategies asked for. Every run gets the same data, seeds and budget
+(the flags in --recipe_args/--recipe_config). The report (report.md, PNG plots, runs.json) goes to
+--output_dir. A strategy is a preset name or `name=--flags`: `lora_r16=--strategy lora --lora_r 16 --learning_rate 5e-4`.
+
+`--train_sizes 16 64 256 1000` runs every arm at every size and every seed (per class with
+--max_train_samples_per_class for a labelled task, else in all with --max_train_samples) and adds the transfer
+learning curve to the report: the metric against the number of labelled examples, one line per arm.
+
+Each run is its own process by default, so its wall time and peak memory are its own. `--in_process true` runs
+them in this process instead (tests, notebooks): wall time is still per run, but peak memory is the process's
+peak so far, not the run's.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -17,19 +31,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `hf_transfer` importable from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import linear_probe
-    import sentiment
-else:
-    from . import linear_probe, sentiment
-
 from hf_transfer import parse_args
-from hf_transfer.data.text import load_raw
 from hf_transfer.errors import HfTransferError, run_cli
 from hf_transfer.evidence import SCRATCH, Run, write_report
 from hf_transfer.features import HEADS, stratified_folds
+from hf_transfer.task import Args, Task, load_recipe
+from recipes import linear_probe
 
 PRESETS = {
     "full": "--strategy full",
@@ -38,48 +45,104 @@ PRESETS = {
     "layer_lr_decay": "--strategy full --layer_lr_decay 0.8",
     "lora": "--strategy lora",
 }
+SIZE_OPTIONS = ("max_train_samples_per_class", "max_train_samples")
 
 
 @dataclass
 class CompareArgs:
+    recipe: str = field(default="sentiment", metadata={"help": "The task recipe to compare strategies on (a file in recipes/ with a TASK)."})
     strategies: list[str] = field(
         default_factory=lambda: ["full", "lora", "gradual"],
         metadata={"help": f"Presets ({', '.join(PRESETS)}) or name=--flags. Scratch and frozen features are always added."},
     )
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Each arm runs once per seed: mean and spread."})
-    k_folds: int | None = field(default=None, metadata={"help": "Cross-validate on the training set instead of using the validation split."})
-    recipe_config: str | None = field(default=None, metadata={"help": "Config file given to every run of the sentiment recipe."})
+    train_sizes: list[int] | None = field(
+        default=None,
+        metadata={"help": "Run every arm at each training-set size (per class for a labelled task, else in all) and plot "
+                  "the metric against the number of labelled examples."},
+    )
+    k_folds: int | None = field(
+        default=None, metadata={"help": "Cross-validate on the training set instead of using the validation split (text recipes)."}
+    )
+    recipe_config: str | None = field(default=None, metadata={"help": "Config file given to every run of the recipe."})
     recipe_args: str = field(default="", metadata={"help": "Flags given to every run (data, model, budget), as one quoted string."})
     frozen_head: str = field(default="logistic_regression", metadata={"help": f"Classical head of the frozen-features arm: {', '.join(HEADS)}."})
     feature_cache_dir: str = field(default="outputs/feature_cache", metadata={"help": "Feature cache of the frozen-features arm."})
-    metric: str = field(default="validation_accuracy", metadata={"help": "The metric the report compares."})
+    metric: str | None = field(default=None, metadata={"help": "The metric the report compares (default: the recipe's, e.g. validation_accuracy)."})
     output_dir: str = field(default="outputs/compare", metadata={"help": "One folder per run, plus report.md and its plots."})
     launcher: str = field(
         default="", metadata={"help": "Command that starts each run, e.g. 'accelerate launch --num_processes 2' (default: this Python)."}
     )
+    in_process: bool = field(
+        default=False,
+        metadata={"help": "Run every arm in this process, not one process per run (tests, notebooks): wall time stays per "
+                  "run, peak memory becomes the process's."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.frozen_head not in HEADS:
+            raise HfTransferError(f"unknown --frozen_head {self.frozen_head}; choose from {', '.join(HEADS)}")
+        if self.k_folds is not None and self.k_folds < 2:
+            raise HfTransferError(f"--k_folds must be at least 2, got {self.k_folds}")
+        if self.train_sizes is not None:
+            if min(self.train_sizes) < 1:
+                raise HfTransferError(f"--train_sizes must be at least 1, got {min(self.train_sizes)}")
+            self.train_sizes = sorted(set(self.train_sizes))
+        if self.in_process and self.launcher:
+            raise HfTransferError("--launcher starts a process per run, --in_process true runs none: give one of them")
 
 
-def arms(args: CompareArgs) -> dict[str, list[str]]:
-    """Arm name -> extra flags. Scratch first (the reference), then frozen features, then the strategies asked for."""
-    table = {SCRATCH: ["--from_scratch", "--strategy", "full", "--frozen_baseline", "false"], f"frozen+{args.frozen_head}": []}
+def frozen_arm(args: CompareArgs) -> str:
+    return f"frozen+{args.frozen_head}"
+
+
+def _options(types) -> set[str]:
+    return {f.name for kind in types for f in dataclasses.fields(kind)}
+
+
+def arms(args: CompareArgs, task: Task) -> dict[str, list[str]]:
+    """Arm name -> extra flags. Scratch first (the reference), then frozen features (labelled tasks), then the strategies."""
+    # A recipe's own frozen baseline (sentiment's --frozen_baseline) is the frozen arm's job here: off in every run.
+    off = ["--frozen_baseline", "false"] if "frozen_baseline" in _options(task.argument_types()) else []
+    table = {SCRATCH: ["--from_scratch", "--strategy", "full", *off]}
+    if task.labelled:
+        table[frozen_arm(args)] = []
     for spec in args.strategies:
         name, _, flags = spec.partition("=")
         if not flags and name not in PRESETS:
             raise HfTransferError(f"unknown strategy preset '{name}'; use one of {', '.join(PRESETS)} or name=--flags")
-        table[name] = shlex.split(flags or PRESETS[name]) + ["--frozen_baseline", "false"]
+        if name in table:
+            raise HfTransferError(f"arm name '{name}' is taken; name the strategy otherwise (name=--flags)")
+        table[name] = shlex.split(flags or PRESETS[name]) + off
     return table
 
 
-def fold_files(base: list[str], k: int, seed: int, out: Path) -> list[tuple[str, str]]:
-    """Write k stratified (train, held-out) JSONL pairs of the raw training data; returns their paths."""
-    _, data_args, *_ = sentiment.parse(base)
-    raw = load_raw(data_args)["train"]
-    from hf_transfer.data.text import LABEL_COLUMNS, TEXT_COLUMNS, pick_column
+def size_option(args: CompareArgs, task: Task, parsed: Args) -> str | None:
+    """The flag --train_sizes sets in every run: per class for a labelled task, else in all; None without sizes."""
+    if args.train_sizes is None:
+        return None
+    offered = _options(type(instance) for instance in parsed)
+    choices = SIZE_OPTIONS if task.labelled else SIZE_OPTIONS[1:]
+    option = next((o for o in choices if o in offered), None)
+    if option is None:
+        raise HfTransferError(f"--train_sizes needs a recipe with --max_train_samples; {args.recipe} has none")
+    given = [f"--{o}" for instance in parsed for o in SIZE_OPTIONS if getattr(instance, o, None) is not None]
+    if given:
+        raise HfTransferError(f"--train_sizes sets --{option} in every run; remove {given[0]} from --recipe_args/--recipe_config")
+    return option
 
+
+def fold_files(task: Task, base: list[str], k: int, seed: int, out: Path) -> list[tuple[str, str]]:
+    """Write k stratified (train, held-out) JSONL pairs of the raw training data; returns their paths (text recipes)."""
+    import numpy as np
+
+    from hf_transfer.data.text import LABEL_COLUMNS, TEXT_COLUMNS, TextDataArgs, load_raw, pick_column
+
+    data_args = task.parse(base)[TextDataArgs]
+    raw = load_raw(data_args)["train"]
     label_col = pick_column(raw.column_names, data_args.label_column, LABEL_COLUMNS, "label_column", "label")
     pick_column(raw.column_names, data_args.text_column, TEXT_COLUMNS, "text_column", "text")  # fail early
     labels = [str(v) for v in raw[label_col]]
-    import numpy as np
 
     pairs = []
     for i, (train_idx, held_idx) in enumerate(stratified_folds(np.asarray(labels), k, seed)):
@@ -90,6 +153,16 @@ def fold_files(base: list[str], k: int, seed: int, out: Path) -> list[tuple[str,
         raw.select(held_idx).to_json(paths[1])
         pairs.append((str(paths[0]), str(paths[1])))
     return pairs
+
+
+def check_folds(args: CompareArgs, task: Task) -> None:
+    from hf_transfer.data.text import TextDataArgs
+
+    if args.k_folds and TextDataArgs not in task.arguments:
+        raise HfTransferError(
+            f"--k_folds writes fold files of text data and works for text recipes (sentiment) only; "
+            f"for {args.recipe}, drop --k_folds and use several --seeds"
+        )
 
 
 def run_recipe(script: str, argv: list[str], run_dir: Path, launcher: str) -> dict:
@@ -104,46 +177,91 @@ def run_recipe(script: str, argv: list[str], run_dir: Path, launcher: str) -> di
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def parse(argv: list[str] | None = None) -> tuple:
-    return parse_args((CompareArgs,), argv)
+def run_in_process(module, argv: list[str], run_dir: Path) -> dict:
+    """One run in this process (`--in_process true`): the recipe's `main`; its metrics as it saved them."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    module.main(argv)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def parse(argv: list[str] | None = None) -> CompareArgs:
+    (args,) = parse_args((CompareArgs,), argv)
+    return args
+
+
+def _check_metric(metric: str, metrics: dict, arm: str) -> None:
+    if metric not in metrics:
+        offered = sorted(k for k in metrics if k.startswith(("validation_", "test_", "perplexity_")) and isinstance(metrics[k], (int, float)))
+        raise HfTransferError(f"the {arm} run reports no {metric}; pass --metric with one it reports: {', '.join(offered[:12]) or '(none)'}")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = parse(argv)
-    if args.frozen_head not in HEADS:
-        raise HfTransferError(f"unknown --frozen_head {args.frozen_head}; choose from {', '.join(HEADS)}")
+    from transformers import TrainingArguments
+
+    args = parse(argv)
+    recipe = load_recipe(args.recipe)
+    task: Task = recipe.TASK
+    metric = args.metric or task.metric
+    check_folds(args, task)
     out = Path(args.output_dir)
     base = (["--config", args.recipe_config] if args.recipe_config else []) + shlex.split(args.recipe_args)
-    plan = arms(args)
-    for extra in plan.values():  # every run's flags are checked before the first one trains
-        sentiment.parse(base + extra)
-    folds = fold_files(base, args.k_folds, args.seeds[0], out) if args.k_folds else [None]
+    plan = arms(args, task)
+    option = size_option(args, task, task.parse(base))
+    sizes = args.train_sizes or [None]
+
+    def size_flags(size):
+        return [] if size is None else [f"--{option}", str(size)]
+
+    def run_argv(arm, extra, data, size, seed, run_dir):
+        argv = base + data + size_flags(size) + ["--seed", str(seed), "--output_dir", str(run_dir)]
+        if arm == frozen_arm(args):
+            return linear_probe, argv + ["--recipe", args.recipe, "--heads", args.frozen_head,
+                                         "--feature_cache_dir", args.feature_cache_dir]
+        return recipe, argv + extra
+
+    # Every run's flags are checked before the first one trains.
+    for arm, extra in plan.items():
+        module, argv = run_argv(arm, extra, [], sizes[0], args.seeds[0], out / "check")
+        if module is linear_probe:
+            linear_probe.parse(argv)
+        else:
+            task.parse(argv)
+    folds = fold_files(task, base, args.k_folds, args.seeds[0], out) if args.k_folds else [None]
 
     runs: list[Run] = []
-    for arm, extra in plan.items():
-        for seed in args.seeds:
-            for fold_index, fold in enumerate(folds):
-                run_dir = out / arm / f"seed_{seed}" / (f"fold_{fold_index}" if fold else "")
-                data = ["--dataset_name", "", "--train_file", fold[0], "--validation_file", fold[1]] if fold else []
-                argv = base + data + ["--seed", str(seed), "--output_dir", str(run_dir)]
-                if arm.startswith("frozen+"):
-                    script = linear_probe.__file__
-                    argv = argv + ["--heads", args.frozen_head, "--feature_cache_dir", args.feature_cache_dir]
-                else:
-                    script, argv = sentiment.__file__, argv + extra
-                metrics = run_recipe(script, argv, run_dir, args.launcher)
-                history_file = run_dir / "log_history.json"
-                history = json.loads(history_file.read_text()) if history_file.is_file() else []
-                runs.append(Run(arm, seed, metrics, history, str(run_dir), fold_index if fold else None))
-                print(f"[compare] {arm} seed {seed}{f' fold {fold_index}' if fold else ''}: "
-                      f"{args.metric} {metrics.get(args.metric, float('nan')):.4f} ({metrics.get('wall_time_s', 0):.0f} s)", flush=True)
+    for size in sizes:  # smallest first: an interrupted comparison still has its few-example end complete
+        for arm, extra in plan.items():
+            for seed in args.seeds:
+                for fold_index, fold in enumerate(folds):
+                    run_dir = (out / (f"size_{size}" if size is not None else "") / arm / f"seed_{seed}"
+                               / (f"fold_{fold_index}" if fold else ""))
+                    data = ["--dataset_name", "", "--train_file", fold[0], "--validation_file", fold[1]] if fold else []
+                    module, run_args = run_argv(arm, extra, data, size, seed, run_dir)
+                    if args.in_process:
+                        metrics = run_in_process(module, run_args, run_dir)
+                    else:
+                        metrics = run_recipe(module.__file__, run_args, run_dir, args.launcher)
+                    if arm == SCRATCH and not runs:
+                        _check_metric(metric, metrics, arm)  # a wrong --metric fails after one run, not after all
+                    history_file = run_dir / "log_history.json"
+                    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+                    runs.append(Run(arm, seed, metrics, history, str(run_dir), fold_index if fold else None, size))
+                    where = (f" size {size}" if size is not None else "") + (f" fold {fold_index}" if fold else "")
+                    print(f"[compare] {arm} seed {seed}{where}: {metric} {metrics.get(metric, float('nan')):.4f} "
+                          f"({metrics.get('wall_time_s', 0):.0f} s)", flush=True)
 
-    _, _, _, _, train_args = sentiment.parse(base + plan[SCRATCH])
+    train_args = task.parse(base + plan[SCRATCH])[TrainingArguments]
     precision = "bf16" if train_args.bf16 else "fp16" if train_args.fp16 else "fp32"
-    settings = {"seeds": args.seeds, "k_folds": args.k_folds, "recipe_args": " ".join(base) or "(defaults)"}
-    report = write_report(runs, out, args.metric, "Transfer report: sentiment", settings, precision)
+    size_unit = "per class" if option == "max_train_samples_per_class" else "in all"
+    settings = {"recipe": args.recipe, "seeds": args.seeds, "k_folds": args.k_folds}
+    if args.train_sizes:
+        settings["train_sizes"] = f"{args.train_sizes} ({size_unit})"
+    settings["recipe_args"] = " ".join(base) or "(defaults)"
+    settings["runs"] = "in one process (peak memory is the process's)" if args.in_process else "one process each"
+    report = write_report(runs, out, metric, f"Transfer report: {task.name}", settings, precision, size_unit=size_unit)
     print(report.read_text().split("![")[0], flush=True)
-    return {"report": str(report), "runs": [{"arm": r.arm, "seed": r.seed, "fold": r.fold, **r.metrics} for r in runs]}
+    return {"report": str(report), "metric": metric,
+            "runs": [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, **r.metrics} for r in runs]}
 
 
 if __name__ == "__main__":

@@ -2,67 +2,114 @@
 
     python recipes/linear_probe.py                                   # embedded MiniLM + review sample
     python recipes/linear_probe.py --train_file train.csv --heads logistic_regression linear_svm mlp --k_folds 5
+    python recipes/linear_probe.py --recipe audio_classification --model_name_or_path facebook/wav2vec2-base \
+        --train_dir clips/train --validation_dir clips/dev
 
 The first thing to try with under about a thousand labelled examples: one forward pass, seconds per head.
-Takes the same data and model flags as recipes/sentiment.py (training flags other than --output_dir,
---seed and --per_device_eval_batch_size are accepted and unused), so one flag set drives both.
+`--recipe NAME` (default sentiment) picks the task: its data and model flags and its defaults, and its own
+`load` reads and checks the data, so one flag set drives both the recipe and this probe (training flags
+other than --output_dir, --seed and --per_device_eval_batch_size are accepted and unused). The recipe's
+task must be labelled (class labels: sentiment, audio_classification).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `hf_transfer` importable from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
-from transformers import AutoModel, TrainingArguments
 
-from hf_transfer import parse_args
-from hf_transfer.data.text import TextDataArgs, load_text_classification, text_collator
-from hf_transfer.errors import run_cli
-from hf_transfer.features import BaselineArgs, FeatureArgs, cached_embed, cross_validate, fit_head, plot_feature_views, score_head
-from hf_transfer.models import ModelArgs, load_config, load_pretrained, load_tokenizer
+from hf_transfer.config import load_config_file
+from hf_transfer.errors import HfTransferError, run_cli
+from hf_transfer.features import FeatureArgs, cached_embed, cross_validate, fit_head, plot_feature_views, score_head
 from hf_transfer.report import RunClock
-from hf_transfer.training import recipe_defaults
+from hf_transfer.task import Args, Task, load_recipe
 
-# BaselineArgs and most TrainingArguments are accepted unused, so compare can pass one flag set to every recipe.
-ARGUMENTS = (ModelArgs, TextDataArgs, FeatureArgs, BaselineArgs, TrainingArguments)
-DEFAULTS = recipe_defaults(output_dir="outputs/linear_probe")
+DEFAULT_RECIPE = "sentiment"
 
 
-def parse(argv: list[str] | None = None) -> tuple:
-    return parse_args(ARGUMENTS, argv, DEFAULTS)
+@dataclass
+class ProbeRecipeArgs:
+    recipe: str = field(
+        default=DEFAULT_RECIPE,
+        metadata={"help": "The task recipe whose data, model flags and defaults to use: a labelled one (sentiment, audio_classification)."},
+    )
+
+
+def recipe_name(argv: list[str] | None) -> str:
+    """`--recipe NAME` (or `--recipe=NAME`) from the flags, else from the --config file, else sentiment."""
+    argv = list(argv or [])
+    name, config = None, None
+    for i, arg in enumerate(argv):
+        if arg == "--recipe" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--recipe="):
+            name = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+    if name is None and config is not None:
+        name = load_config_file(config).get("recipe")
+    return name or DEFAULT_RECIPE
+
+
+def probe_task(name: str) -> Task:
+    """The recipe's Task with FeatureArgs (and --recipe) added: its arguments, defaults and `load`, a probe's output folder."""
+    task = load_recipe(name).TASK
+    if not task.labelled:
+        raise HfTransferError(
+            f"linear_probe fits classifiers on class labels, and the {task.name} recipe has none; "
+            "use a labelled recipe (sentiment, audio_classification)"
+        )
+    return dataclasses.replace(
+        task, arguments=(*task.arguments, FeatureArgs, ProbeRecipeArgs),
+        defaults={**task.defaults, "output_dir": "outputs/linear_probe"},
+    )
+
+
+def parse(argv: list[str] | None = None) -> tuple[Task, Args]:
+    """The probe's Task for the named recipe and the parsed options (looked up by type: `args[FeatureArgs]`)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    task = probe_task(recipe_name(argv))
+    return task, task.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from transformers import AutoModel
+
+    from hf_transfer.models import load_pretrained
+
     clock = RunClock()
-    model_args, data_args, feature_args, _, train_args = parse(argv)
-    config = load_config(model_args)
-    tokenizer = load_tokenizer(model_args)
-    data = load_text_classification(data_args, tokenizer, seed=train_args.seed)
-    backbone = load_pretrained(AutoModel, model_args, config).to(train_args.device)
-    collator = text_collator(data_args, tokenizer, mixed_precision=False)
+    task, args = parse(argv)
+    feature_args, train_args = args[FeatureArgs], args.training
+    data = task.load(args)  # the recipe's own checks and preparation: tokenised text, or clips checked from their headers
+    backbone = load_pretrained(AutoModel, args.model, data.config).to(train_args.device)
+    label_names = list(data.report.get("label_names") or [data.config.id2label[i] for i in sorted(data.config.id2label)])
 
     embed_start = time.perf_counter()
     features, hits = {}, {}
     for split in ("train", "validation", "test", "source"):
         if split in data.datasets:
             features[split], hits[split] = cached_embed(
-                backbone, data.datasets[split], collator, feature_args.feature_cache_dir, feature_args.pooling,
+                backbone, data.datasets[split], data.collator, feature_args.feature_cache_dir, feature_args.pooling,
                 feature_args.layer, batch_size=train_args.per_device_eval_batch_size)
     embed_seconds = time.perf_counter() - embed_start
     labels = {split: np.asarray(data.datasets[split]["labels"]) for split in features}
 
     results: dict = {
-        "model_name_or_path": model_args.model_name_or_path, "pooling": feature_args.pooling, "layer": feature_args.layer,
+        "task": task.name, "recipe": args[ProbeRecipeArgs].recipe,
+        "model_name_or_path": args.model.model_name_or_path, "pooling": feature_args.pooling, "layer": feature_args.layer,
         "embed_seconds": round(embed_seconds, 2), "feature_cache_hit": all(hits.values()),
+        "feature_cache_hits": hits,
         "train_examples": len(labels["train"]), "feature_dim": int(features["train"].shape[1]),
         # A linear head's weights: one output for two classes (logistic regression / SVM), else one per class.
-        "trainable_parameters": (features["train"].shape[1] + 1) * (1 if len(data.label_names) == 2 else len(data.label_names)),
+        "trainable_parameters": (features["train"].shape[1] + 1) * (1 if len(label_names) == 2 else len(label_names)),
         "total_parameters": sum(p.numel() for p in backbone.parameters()),
     }
     for head_name in feature_args.heads:
@@ -76,15 +123,17 @@ def main(argv: list[str] | None = None) -> dict:
             cv = cross_validate(features["train"], labels["train"], head_name, feature_args.k_folds, train_args.seed)
             results.update({f"cv{feature_args.k_folds}_{head_name}_{k}": v for k, v in cv.items()})
     first = feature_args.heads[0]
-    results.update({f"validation_{k[len(f'validation_{first}_'):]}": v for k, v in list(results.items())
-                    if k.startswith(f"validation_{first}_")})  # the first head's scores under the common names
+    for split in ("validation", "test"):  # the first head's scores under the common names (validation_accuracy, ...)
+        prefix = f"{split}_{first}_"
+        results.update({f"{split}_{k[len(prefix):]}": v for k, v in list(results.items()) if k.startswith(prefix)})
 
     out = Path(train_args.output_dir)
     if train_args.process_index == 0:
         out.mkdir(parents=True, exist_ok=True)
         if feature_args.feature_views:
-            domains = np.asarray(data.domains["train"]) if data.domains else None
-            paths = plot_feature_views(features["train"], labels["train"], data.label_names, out, domains, seed=train_args.seed)
+            domains = data.extra.get("domains", {}).get("train")
+            paths = plot_feature_views(features["train"], labels["train"], label_names, out,
+                                       np.asarray(domains) if domains else None, seed=train_args.seed)
             results["feature_views"] = [str(p) for p in paths]
         results.update({"wall_time_s": round(clock.seconds(), 2), **clock.peak_memory()})
         tmp = out / "metrics.json.tmp"
@@ -95,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def print_probe_summary(results: dict, heads: list[str]) -> None:
-    lines = ["", "=" * 64, "frozen features + classical heads",
+    lines = ["", "=" * 64, f"frozen features + classical heads: {results.get('task', '')}",
              f"  embedding: {results['embed_seconds']:.1f} s ({'from cache' if results['feature_cache_hit'] else 'computed, now cached'}), "
              f"{results['train_examples']} train examples, dim {results['feature_dim']}"]
     for head in heads:
