@@ -1,28 +1,50 @@
-"""hf_transfer: transfer learning on the Hugging Face stack. The layer map feeds every strategy."""
-from .config import parse_args
-from .errors import HfTransferError
-from .layers import ARCHITECTURES, ArchitectureSpec, LayerGroup, Stack, add_to_head, head_module_names, layer_groups
-from .strategies import StrategyArgs, apply_strategy, count_parameters
-from .trainer import (
-    GradualUnfreezing, Seq2SeqTransferTrainer, TransferTrainer, TransferTrainerMixin, layerwise_parameter_groups,
-)
+"""hf_transfer: transfer learning on the Hugging Face stack. The layer map feeds every strategy.
 
-__all__ = [
-    "ARCHITECTURES",
-    "ArchitectureSpec",
-    "GradualUnfreezing",
-    "HfTransferError",
-    "LayerGroup",
-    "Seq2SeqTransferTrainer",
-    "Stack",
-    "StrategyArgs",
-    "TransferTrainer",
-    "TransferTrainerMixin",
-    "add_to_head",
-    "apply_strategy",
-    "count_parameters",
-    "head_module_names",
-    "layer_groups",
-    "layerwise_parameter_groups",
-    "parse_args",
-]
+The names below are imported on first use (PEP 562 module `__getattr__`), so `import hf_transfer` and a
+recipe's `--help` do not pay for torch and transformers' Trainer before they are needed;
+`from hf_transfer import TransferTrainer` works as before.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .errors import HfTransferError
+
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    "parse_args": "config",
+    "ARCHITECTURES": "layers",
+    "ArchitectureSpec": "layers",
+    "LayerGroup": "layers",
+    "Stack": "layers",
+    "add_to_head": "layers",
+    "head_module_names": "layers",
+    "layer_groups": "layers",
+    "StrategyArgs": "strategies",
+    "apply_strategy": "strategies",
+    "count_parameters": "strategies",
+    "GradualUnfreezing": "trainer",
+    "Seq2SeqTransferTrainer": "trainer",
+    "TransferTrainer": "trainer",
+    "TransferTrainerMixin": "trainer",
+    "layerwise_parameter_groups": "trainer",
+}
+
+__all__ = sorted(["HfTransferError", *_EXPORTS])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    try:  # `hf_transfer.layers` without importing it first, as when every submodule was imported eagerly
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -90,7 +90,7 @@ def load_ctc_tokenizer(name_or_path: str, load_kwargs: dict):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **load_kwargs)
     except (OSError, ValueError) as error:
-        raise HfTransferError(f"cannot load the tokenizer '{name_or_path}': {str(error).strip().splitlines()[0]}") from None
+        raise HfTransferError(f"cannot load the tokenizer '{name_or_path}': {str(error).strip().splitlines()[0]}") from error
     if getattr(tokenizer, "word_delimiter_token", None) is None:
         raise HfTransferError(f"'{name_or_path}' has a {type(tokenizer).__name__}, not a CTC character tokenizer (Wav2Vec2CTCTokenizer)")
     return tokenizer

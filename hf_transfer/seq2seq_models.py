@@ -243,7 +243,7 @@ def build_seq2seq_model(args, data):
                 **{f"encoder_{k}": v for k, v in load.items()}, **{f"decoder_{k}": v for k, v in load.items()},
             )
         except OSError as error:
-            raise HfTransferError(f"cannot load the encoder or decoder weights: {str(error).strip().splitlines()[0]}") from None
+            raise HfTransferError(f"cannot load the encoder or decoder weights: {str(error).strip().splitlines()[0]}") from error
         finally:
             hf_logging.set_verbosity(verbosity)
         for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id", "vocab_size"):

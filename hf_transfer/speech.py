@@ -8,12 +8,15 @@ receptive field (the shortest clip that yields a frame).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import HfTransferError
 from .models import ModelArgs, load_config
-from .strategies import StrategyArgs, apply_strategy
+
+if TYPE_CHECKING:  # torch and the strategies load when a model is prepared, not when options are parsed
+    from torch import nn
+
+    from .strategies import StrategyArgs
 
 SPEECH_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
 
@@ -73,7 +76,7 @@ def load_feature_extractor(model_args: ModelArgs, speech_args: SpeechModelArgs):
         raise HfTransferError(
             f"cannot load the feature extractor of '{model_args.model_name_or_path}': {str(error).strip().splitlines()[0]} "
             "(a speech checkpoint has a preprocessor_config.json)"
-        ) from None
+        ) from error
 
 
 def output_frames(samples: int, config) -> int:
@@ -115,6 +118,8 @@ def prepare_speech_model(model: nn.Module, speech_args: SpeechModelArgs, strateg
     Gradual unfreezing only unfreezes what was trainable when training began, and LoRA freezes the base
     model anyway, so the encoder stays frozen under every strategy.
     """
+    from .strategies import apply_strategy
+
     if speech_args.freeze_feature_encoder:
         model.freeze_feature_encoder()
     return apply_strategy(model, strategy)

@@ -93,13 +93,14 @@ class Task:
     after_train: Callable[[Any, Args, TaskData, dict], dict] | None = None  # (..., train metrics) -> metrics to record
     after_save: Callable[[Any, Args, dict], None] | None = None  # (trainer, args, results), rank 0 only
     summary: Callable[[dict], list[str]] | None = None  # extra lines for the run summary
+    pipeline_tag: str | None = None  # the saved model's Hub task, for its card (default: from model_class, hf_transfer/cards.py)
 
     def argument_types(self) -> tuple[type, ...]:
         import transformers
 
-        from .training import OutputArgs
+        from .training import OutputArgs, SharingArgs
 
-        return (ModelArgs, *self.arguments, StrategyArgs, OutputArgs, getattr(transformers, self.training_arguments))
+        return (ModelArgs, *self.arguments, StrategyArgs, OutputArgs, SharingArgs, getattr(transformers, self.training_arguments))
 
     def parse(self, argv: list[str] | None = None) -> Args:
         """Parse flags (and `--config FILE`) into this task's arguments; defaults are computed here, not at import."""
@@ -124,14 +125,24 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     from transformers import set_seed
 
     from . import trainer as trainers
-    from .report import RunClock, finish
+    from .cards import complete_output
+    from .hub import prepare_sharing, push_output
     from .strategies import apply_strategy
     from .training import OutputArgs, check_launch, check_output_dir, check_resume, run_identity, start_output_dir
 
+    args = task.parse(argv)  # first, so that --help and bad flags answer before the heavy imports below
+    from transformers import set_seed
+
+    from . import trainer as trainers
+    from .report import RunClock, finish
+
     clock = RunClock()
-    args = task.parse(argv)
+
     train_args, strategy = args.training, args.strategy
     check_launch(train_args)
+    # Sharing options are checked now; the Trainer never pushes by itself (its save_model would push before the card
+    # and metrics exist): `push` is the plan the run carries out as its very last step, below.
+    push = prepare_sharing(args)
     resume = check_resume(train_args)
     identity = run_identity(args)
     check_output_dir(train_args, args[OutputArgs], identity, resume)
@@ -172,9 +183,12 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     if task.after_train:
         recorded.update(task.after_train(trainer, args, data, train_result.metrics))
     eval_splits = {split: data.datasets[split] for split in data.eval_splits if split in data.datasets}
-    results = finish(trainer, clock, train_result.metrics, eval_splits, recorded, summary=task.summary)
+    results = finish(trainer, clock, train_result.metrics, eval_splits, recorded, summary=task.summary,
+                     card=lambda trainer, results: complete_output(task, args, data, trainer, results, push))
     if task.after_save and trainer.is_world_process_zero():
         task.after_save(trainer, args, results)
+    if push is not None and trainer.is_world_process_zero():
+        push_output(push, args, train_args.output_dir)  # last: metrics, card and carried-over weights are all written
     return results
 
 

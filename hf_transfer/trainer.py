@@ -73,7 +73,7 @@ class GradualUnfreezing(TrainerCallback):
         self.unfrozen = -1
         self.deepest_reached = 0
         self._update(state.global_step)
-        reachable = self.unfrozen_at(max(state.max_steps - 1, 0))
+        reachable = self.unfrozen_at(max(state.max_steps - 1, 0)) if state.max_steps else self.levels
         if reachable < self.levels:
             below = [g.name for g in self.groups if g.depth_from_top >= reachable]
             print(f"note: gradual unfreezing reaches only the top {reachable} of {self.levels} levels in this run's "

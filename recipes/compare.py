@@ -73,6 +73,9 @@ class CompareArgs:
     launcher: str = field(
         default="", metadata={"help": "Command that starts each run, e.g. 'accelerate launch --num_processes 2' (default: this Python)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the runs of an earlier compare in --output_dir (each run's folder is cleared)."},
+    )
     in_process: bool = field(
         default=False,
         metadata={"help": "Run every arm in this process, not one process per run (tests, notebooks): wall time stays per "
@@ -217,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
         if arm == frozen_arm(args):
             return linear_probe, argv + ["--recipe", args.recipe, "--heads", args.frozen_head,
                                          "--feature_cache_dir", args.feature_cache_dir]
-        return recipe, argv + extra
+        overwrite = ["--overwrite_output_dir", "true"] if args.overwrite_output_dir else []
+        return recipe, argv + extra + overwrite
 
     # Every run's flags are checked before the first one trains.
     for arm, extra in plan.items():

@@ -89,3 +89,55 @@ def test_bad_config_files_are_one_clear_error(tmp_path, content, message):
 def test_missing_config_file():
     with pytest.raises(HfTransferError, match="config file /nope.yaml does not exist"):
         parse_args((StrategyArgs,), ["--config", "/nope.yaml"])
+
+
+def test_a_dataclass_value_error_is_one_line_with_its_cause_and_a_type_error_is_a_bug():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Checked:
+        ratio: float = 0.5
+
+        def __post_init__(self):
+            if not 0 <= self.ratio <= 1:
+                raise ValueError(f"--ratio must be in [0, 1], got {self.ratio}\n(second line of detail)")
+
+    @dataclass
+    class Buggy:
+        ratio: float = 0.5
+
+        def __post_init__(self):
+            self.ratio + "x"  # a programming error, not bad input
+
+    with pytest.raises(HfTransferError, match=r"^--ratio must be in \[0, 1\], got 2.0$") as info:
+        parse_args((Checked,), ["--ratio", "2"])
+    assert isinstance(info.value.__cause__, ValueError)  # chained: HF_TRANSFER_DEBUG=1 shows where it came from
+    with pytest.raises(TypeError):  # propagates with its traceback instead of becoming a user error
+        parse_args((Buggy,), [])
+
+
+def test_trainer_consistency_check_is_one_line(tmp_path):
+    from transformers import TrainingArguments
+
+    with pytest.raises(HfTransferError) as info:
+        parse_args((TrainingArguments,), ["--output_dir", str(tmp_path), "--load_best_model_at_end", "true",
+                                          "--eval_strategy", "epoch", "--save_strategy", "steps"])
+    assert "\n" not in str(info.value) and isinstance(info.value.__cause__, ValueError)
+
+
+def test_config_file_value_shapes(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("lora_r: [4, 8]\n")
+    with pytest.raises(HfTransferError, match=r"option lora_r in .*run.yaml takes one value, not a list"):
+        parse_args((StrategyArgs,), ["--config", str(config)])
+    config.write_text("strategy: freeze\nfreeze_stacks: encoder\n")  # one name for a list option: a list of one
+    (strategy,) = parse_args((StrategyArgs,), ["--config", str(config)])
+    assert strategy.freeze_stacks == ["encoder"]
+
+
+def test_unparsable_config_file_chains_the_parser_error(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("strategy: [unclosed\n")
+    with pytest.raises(HfTransferError, match="does not parse") as info:
+        parse_args((StrategyArgs,), ["--config", str(config)])
+    assert isinstance(info.value.__cause__, yaml.YAMLError)

@@ -72,6 +72,7 @@ def test_gradual_unfreezing_never_reaches_the_frozen_feature_encoder():
 
     class State:
         global_step = 0
+        max_steps = 6
 
     schedule.on_train_begin(type("Args", (), {"gradient_accumulation_steps": 1})(), State(), None, model=model)
     for step in range(6):  # past the point where every group, embeddings included, is unfrozen
