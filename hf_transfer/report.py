@@ -57,10 +57,11 @@ def optimizer_parameter_count(trainer) -> int:
 
 
 def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, extra: dict | None = None,
-           summary: Callable[[dict], list[str]] | None = None) -> dict:
+           summary: Callable[[dict], list[str]] | None = None, card: Callable[[object, dict], None] | None = None) -> dict:
     """Evaluate every split in `eval_splits`, save model + processor + metrics.json, print a summary; return the metrics.
 
     `summary` gives the task's own lines (e.g. the gain over a frozen baseline); the generic part knows no task.
+    `card(trainer, results)` completes the output folder on rank 0 once metrics.json is written (the model card).
     """
     results = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_metrics.items()}
     for split, dataset in eval_splits.items():
@@ -87,6 +88,8 @@ def finish(trainer, clock: RunClock, train_metrics: dict, eval_splits: dict, ext
         os.replace(tmp, out / "metrics.json")  # never a half-written metrics file
         # Learning curves for reports: every logged loss and evaluation, by step.
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        if card is not None:
+            card(trainer, results)
         print_summary(results, out, summary(results) if summary else [])
     return results
 

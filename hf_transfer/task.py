@@ -122,22 +122,17 @@ def _default_build_model(task: Task, args: Args, data: TaskData):
 
 def run_task(task: Task, argv: list[str] | None = None) -> dict:
     """Parse, check, load, build the model, apply the strategy, train, then `finish`; returns the run's metrics."""
+    args = task.parse(argv)  # first, so that --help and bad flags answer before the heavy imports below
     from transformers import set_seed
 
     from . import trainer as trainers
     from .cards import complete_output
     from .hub import prepare_sharing, push_output
+    from .report import RunClock, finish
     from .strategies import apply_strategy
     from .training import OutputArgs, check_launch, check_output_dir, check_resume, run_identity, start_output_dir
 
-    args = task.parse(argv)  # first, so that --help and bad flags answer before the heavy imports below
-    from transformers import set_seed
-
-    from . import trainer as trainers
-    from .report import RunClock, finish
-
     clock = RunClock()
-
     train_args, strategy = args.training, args.strategy
     check_launch(train_args)
     # Sharing options are checked now; the Trainer never pushes by itself (its save_model would push before the card
@@ -188,7 +183,7 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     if task.after_save and trainer.is_world_process_zero():
         task.after_save(trainer, args, results)
     if push is not None and trainer.is_world_process_zero():
-        push_output(push, args, train_args.output_dir)  # last: metrics, card and carried-over weights are all written
+        push_output(push, train_args.output_dir)  # last: metrics, card and carried-over weights are all written
     return results
 
 

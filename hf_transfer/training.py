@@ -58,6 +58,34 @@ class OutputArgs:
     )
 
 
+@dataclass
+class SharingArgs:
+    """What a model card and a push need beyond the training options (hf_transfer/cards.py, hf_transfer/hub.py).
+
+    The push itself takes the Trainer's own flags (--push_to_hub, --hub_model_id, --hub_private_repo), read by the
+    run and done as its last step, never by the Trainer."""
+
+    base_model_name: str | None = field(
+        default=None,
+        metadata={"help": "The base model's public name (a Hub id) for the model card and a pushed adapter, when "
+                  "--model_name_or_path is a local folder. Default: the Hub id given, or the embedded default's real name "
+                  "(sentence-transformers/all-MiniLM-L6-v2); a local path is never written into a card."},
+    )
+    license: str | None = field(
+        default=None,
+        metadata={"help": "Licence of the trained model for its card (a Hub licence id, e.g. apache-2.0). Default: the "
+                  "base model's where it is known locally (the embedded default's: apache-2.0)."},
+    )
+    language: list[str] | None = field(
+        default=None, metadata={"help": "Language codes of the data, for the card (default: a known data set's, e.g. en)."}
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={"help": "LoRA: save the adapters merged into the base weights (a full model that `pipeline` loads "
+                  "without peft) instead of the adapter alone."},
+    )
+
+
 RUN_MANIFEST = "run.json"
 # What the recipes write into an output folder; --overwrite_output_dir removes these and nothing else.
 WRITTEN = (
@@ -102,7 +130,7 @@ def run_identity(instances) -> dict:
         values = instance.to_dict() if hasattr(instance, "to_dict") else dataclasses.asdict(instance)
         if type(instance).__name__.endswith("TrainingArguments"):
             values = {k: values.get(k) for k in _TRAINING_KEYS}
-        elif isinstance(instance, OutputArgs):
+        elif isinstance(instance, (OutputArgs, SharingArgs)):  # where and how the result is shared: not the run
             continue
         options.update({k: v for k, v in values.items() if k != "output_dir"})
     files = {}

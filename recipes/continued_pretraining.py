@@ -59,6 +59,7 @@ TASK = Task(
     after_save=after_save,
     metric="perplexity_after",
     labelled=False,
+    pipeline_tag="fill-mask",  # the saved model is a masked LM (the model card's task)
 )
 main = TASK.main
 
