@@ -13,6 +13,8 @@ What acts where (all read from the layer map in `layers.py`):
   has registered every parameter (a parameter frozen at wrap time would never be all-reduced later).
 - layer_lr_decay: optimizer parameter groups, built by `TransferTrainer.create_optimizer`.
 - lora / peft: `peft.get_peft_model`, targets from the layer map's table, the head in `modules_to_save`.
+- --cache_frozen_prefix (with freeze / feature_extraction): checked here, installed by `TransferTrainer` (see
+  prefix_cache.py): the frozen bottom runs once per example.
 """
 from __future__ import annotations
 
@@ -28,6 +30,16 @@ from .layers import (
 )
 
 STRATEGIES = ("full", "freeze", "feature_extraction", "gradual", "lora", "peft")
+# Defaults of the prefix-cache options, stated in their help (the options themselves default to None, "not given").
+DEFAULT_PREFIX_CACHE_MB = 1024.0
+DEFAULT_PREFIX_CACHE_DIR = "outputs/prefix_cache"
+# Why --cache_frozen_prefix does not go with a strategy: there is no prefix that stays frozen for the whole run.
+_NO_FROZEN_PREFIX = {
+    "full": "nothing is frozen",
+    "gradual": "gradual unfreezing unfreezes the bottom layers during the run, which would make their cached outputs stale",
+    "lora": "LoRA adapts every block, so no block stays frozen",
+    "peft": "a peft method adapts the blocks, so no block stays frozen",
+}
 
 
 @dataclass
@@ -70,6 +82,31 @@ class StrategyArgs:
     peft_config: str | None = field(
         default=None, metadata={"help": "peft: path to a peft config JSON (any method, with a 'peft_type' key)."}
     )
+    # The cached frozen prefix (hf_transfer/prefix_cache.py): options of freeze / feature_extraction.
+    cache_frozen_prefix: bool = field(
+        default=False,
+        metadata={"help": "freeze / feature_extraction: run the frozen embeddings and bottom blocks once per example and "
+                  "feed their stored output to the trainable blocks in later epochs (BERT, RoBERTa, DistilBERT). The "
+                  "frozen part then always runs in eval mode (no dropout), cached or not."},
+    )
+    prefix_cache_max_memory_mb: float | None = field(
+        default=None,
+        metadata={"help": f"--cache_frozen_prefix: memory for stored states per process, in MB (default "
+                  f"{DEFAULT_PREFIX_CACHE_MB:g}); states beyond it are read from --prefix_cache_dir (or recomputed)."},
+    )
+    prefix_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": f"--cache_frozen_prefix: folder where every stored state is also written, keyed by the "
+                  f"prefix's weights (default {DEFAULT_PREFIX_CACHE_DIR}): a resumed run or a rerun reloads them, and "
+                  "states beyond the memory budget are read from there. 'none': memory only, examples beyond the "
+                  "budget are recomputed."},
+    )
+    prefix_cache_dtype: str | None = field(
+        default=None,
+        metadata={"help": "--cache_frozen_prefix: precision of stored states: float32 (default, exact), float16 or "
+                  "bfloat16 (half the memory; states are rounded, so results differ slightly from an uncached run).",
+                  "choices": ("float32", "float16", "bfloat16")},
+    )
 
     def __post_init__(self) -> None:
         s = self.strategy
@@ -111,6 +148,22 @@ class StrategyArgs:
             raise HfTransferError(f"--unfreeze_every must be >= 1, got {self.unfreeze_every}")
         if self.lora_r is not None and self.lora_r < 1:
             raise HfTransferError(f"--lora_r must be >= 1, got {self.lora_r}")
+        self._check_prefix_cache()
+
+    def _check_prefix_cache(self) -> None:
+        options = ("prefix_cache_max_memory_mb", "prefix_cache_dir", "prefix_cache_dtype")
+        if not self.cache_frozen_prefix:
+            given = [o for o in options if getattr(self, o) is not None]
+            if given:
+                raise HfTransferError(f"--{given[0]} applies to --cache_frozen_prefix; add it or drop --{given[0]}")
+            return
+        if self.strategy in _NO_FROZEN_PREFIX:
+            raise HfTransferError(f"--cache_frozen_prefix needs --strategy freeze or feature_extraction, not "
+                                  f"'{self.strategy}': {_NO_FROZEN_PREFIX[self.strategy]}")
+        if self.prefix_cache_max_memory_mb is not None and self.prefix_cache_max_memory_mb < 0:
+            raise HfTransferError(f"--prefix_cache_max_memory_mb must be >= 0, got {self.prefix_cache_max_memory_mb}")
+        if self.prefix_cache_dtype not in (None, "float32", "float16", "bfloat16"):
+            raise HfTransferError(f"--prefix_cache_dtype must be float32, float16 or bfloat16, got {self.prefix_cache_dtype}")
 
     # --- checks that need the model's config (read before any weights load) ---
     def check_config(self, config) -> None:
@@ -118,6 +171,10 @@ class StrategyArgs:
         if self.strategy == "full" and self.layer_lr_decay == 1.0:
             return
         self.check_stacks(stack_depths(config))  # raises for an architecture the layer map does not know
+        if self.cache_frozen_prefix:
+            from .prefix_cache import check_architecture
+
+            check_architecture(config)
 
     def check_stacks(self, depths: dict[str, int]) -> None:
         """Raise if the options do not fit a model with these stacks ({name: number of blocks})."""

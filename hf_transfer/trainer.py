@@ -1,9 +1,13 @@
-"""The trainer side of transfer learning: a mixin adding layer-wise LRs and gradual unfreezing to `Trainer` and `Seq2SeqTrainer`."""
+"""The trainer side of transfer learning: a mixin adding layer-wise LRs, gradual unfreezing, the cached frozen prefix and
+resumable length-grouped batches to `Trainer` and `Seq2SeqTrainer`."""
 from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+from torch.utils.data import RandomSampler
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from .errors import HfTransferError
 from .layers import LayerGroup, layer_groups
@@ -73,11 +77,12 @@ class GradualUnfreezing(TrainerCallback):
         self.unfrozen = -1
         self.deepest_reached = 0
         self._update(state.global_step)
-        reachable = self.unfrozen_at(max(state.max_steps - 1, 0)) if state.max_steps else self.levels
+        max_steps = getattr(state, "max_steps", 0)  # 0: unknown (a callback driven by hand)
+        reachable = self.unfrozen_at(max(max_steps - 1, 0)) if max_steps else self.levels
         if reachable < self.levels:
             below = [g.name for g in self.groups if g.depth_from_top >= reachable]
             print(f"note: gradual unfreezing reaches only the top {reachable} of {self.levels} levels in this run's "
-                  f"{state.max_steps} steps (one more every {self.steps_per_unit} steps); {', '.join(below)} will never "
+                  f"{max_steps} steps (one more every {self.steps_per_unit} steps); {', '.join(below)} will never "
                   "train. Use --unfreeze_unit step with a smaller --unfreeze_every, or train longer.", flush=True)
 
     def trained_groups(self) -> list[LayerGroup]:
@@ -100,12 +105,51 @@ class GradualUnfreezing(TrainerCallback):
             self.deepest_reached = max(self.deepest_reached, wanted)
 
 
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """The Trainer's length grouping (`--train_sampling_strategy group_by_length`) with an order that is a function of
+    (seed, epoch), as accelerate's seedable random sampler is for random batches.
+
+    The Trainer's own `LengthGroupedSampler` draws its order from the global RNG when an epoch starts, so a run resumed
+    in the middle of an epoch (a fresh process: another RNG state at that moment) skipped the right number of batches
+    of a different order: some examples were seen twice in that epoch and others never. Here the resumed epoch has the
+    uninterrupted run's order, and every rank draws the same order without synchronising anything.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (through accelerate) before each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def pads_to_fixed_length(collator) -> bool:
+    """Whether a collator pads every batch to one length (`--pad_to_max_length`): length grouping then saves nothing."""
+    padding = getattr(collator, "padding", None)
+    return str(getattr(padding, "value", padding)) == "max_length"
+
+
+def _column_lengths(dataset, length_column: str, input_name: str | None) -> list[int] | None:
+    """Example lengths read column-wise from a `datasets.Dataset` (the Trainer reads them row by row: seconds on 67k rows)."""
+    names = getattr(dataset, "column_names", None) or []
+    if length_column in names:
+        return [int(n) for n in dataset[length_column]]
+    if (input_name or "input_ids") in names:
+        return [len(x) for x in dataset[input_name or "input_ids"]]
+    return None
+
+
 class TransferTrainerMixin:
-    """What a trainer needs to know of the transfer strategy: per-layer-group learning rates and gradual unfreezing.
+    """What a trainer needs to know of the transfer strategy: per-layer-group learning rates, gradual unfreezing and the
+    cached frozen prefix (`strategy.cache_frozen_prefix`, see prefix_cache.py); and length grouping that resumes exactly.
 
     Mixed in before a `Trainer` class (`class X(TransferTrainerMixin, Trainer)`); it takes one more keyword,
-    `strategy`. With `strategy.layer_lr_decay == 1` and no gradual schedule the trainer is the plain one:
-    the optimizer and the training step are the stock ones.
+    `strategy`. With `strategy.layer_lr_decay == 1`, no gradual schedule, no prefix cache and random batches the
+    trainer is the plain one: the optimizer, the sampler and the training step are the stock ones.
     """
 
     def __init__(self, model=None, args=None, *, strategy: StrategyArgs | None = None, **kwargs):
@@ -120,6 +164,33 @@ class TransferTrainerMixin:
         super().__init__(model, args, **kwargs)
         if self.strategy.strategy == "gradual":
             self.add_callback(GradualUnfreezing(self.strategy.gradual_every, self.strategy.gradual_unit))
+        self.prefix_cache = None
+        if self.strategy.cache_frozen_prefix:
+            from .prefix_cache import FrozenPrefixCache, PrefixCacheCallback, PrefixCacheOptions, check_trainer
+
+            check_trainer(self.args, self.data_collator, fsdp=getattr(self, "is_fsdp_enabled", False),
+                          deepspeed=getattr(self, "is_deepspeed_enabled", False))
+            self.prefix_cache = FrozenPrefixCache.attach(self.model, PrefixCacheOptions.from_strategy(self.strategy),
+                                                         rank=self.args.process_index, strategy=self.strategy)
+            self.add_callback(PrefixCacheCallback(self.prefix_cache))
+
+    def _get_train_sampler(self, train_dataset=None):
+        # Only length grouping is changed (see SeededLengthGroupedSampler); every other strategy is the Trainer's own.
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or dataset is None or not hasattr(dataset, "__len__"):
+            return super()._get_train_sampler(train_dataset)
+        if pads_to_fixed_length(self.data_collator):
+            if not getattr(self, "_noted_fixed_padding", False):
+                print("note: every batch is padded to the same length (--pad_to_max_length), so length grouping is off: "
+                      "random batches", flush=True)
+                self._noted_fixed_padding = True
+            return RandomSampler(dataset)  # what --train_sampling_strategy random gives
+        names = getattr(self.processing_class, "model_input_names", None) or [None]
+        lengths = _column_lengths(dataset, self.args.length_column_name, names[0])
+        if lengths is None:
+            lengths = super()._get_train_sampler(train_dataset).lengths
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths, seed)
 
     def create_optimizer(self, model=None):
         # Built here rather than passed in, so that FSDP and friends still wrap the model first.

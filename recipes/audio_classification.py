@@ -25,7 +25,7 @@ TASK = Task(
     defaults={
         "output_dir": "outputs/audio_classification", "model_name_or_path": "facebook/wav2vec2-base", "learning_rate": 3e-5,
         "num_train_epochs": 5, "warmup_steps": 0.1, "per_device_eval_batch_size": 32, "remove_unused_columns": False,
-        "max_duration_seconds": 10.0,
+        "max_duration_seconds": 10.0, "train_sampling_strategy": "group_by_length",
     },
     prepare_model=prepare_speech_model,
 )

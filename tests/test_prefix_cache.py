@@ -1,0 +1,370 @@
+"""The cached frozen prefix: a cached run is the uncached computation (bitwise with fixed padding, to rounding with
+per-batch padding), the prefix runs once per example, resume reloads the cache, refusals are one line, the cache
+never serves stale states; and length-grouped batches are the text recipes' default, resumable, off with a flag or
+with fixed padding."""
+import random
+
+import pytest
+import torch
+from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
+
+from conftest import NEGATIVE, POSITIVE, make_tokenizer, review_rows, tiny_config
+from hf_transfer import HfTransferError, StrategyArgs, TransferTrainer, apply_strategy
+from hf_transfer.prefix_cache import FrozenPrefixCache, inputs_vary_per_epoch
+from hf_transfer.trainer import SeededLengthGroupedSampler
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP's waiting made these tests 3x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def review_set(tokenizer, rows: int, seed: int):
+    """Reviews of 7 to 17 tokens, so per-batch padding differs from batch to batch."""
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for text, label in review_rows(rows, seed=seed):
+        words = POSITIVE if label == "positive" else NEGATIVE
+        texts.append(" and ".join([text] + [rng.choice(words) for _ in range(rng.randint(0, 4))]))
+        labels.append(int(label == "positive"))
+    return Dataset.from_dict({**tokenizer(texts), "labels": labels})
+
+
+@pytest.fixture(scope="module")
+def train_set(tokenizer):
+    return review_set(tokenizer, 24, seed=3)
+
+
+@pytest.fixture(scope="module")
+def eval_set(tokenizer):
+    return review_set(tokenizer, 16, seed=4)
+
+
+def new_model(tokenizer, arch="bert", layers=3, seed=0):
+    import transformers as T
+
+    config = tiny_config(arch)
+    if arch == "distilbert":
+        config.n_layers = layers
+    else:
+        config.num_hidden_layers = layers
+    config.vocab_size, config.max_position_embeddings, config.pad_token_id, config.num_labels = len(tokenizer), 64, 0, 2
+    torch.manual_seed(seed)
+    return getattr(T, {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}[arch] + "ForSequenceClassification")(config)
+
+
+def fixed_padding(tokenizer):
+    return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=24)
+
+
+def make_trainer(tokenizer, train_set, out, strategy, *, model=None, collator=None, eval_set=None, arch="bert", **overrides):
+    options = dict(output_dir=str(out), per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=3e-3,
+                   num_train_epochs=3, logging_steps=1, save_strategy="no", report_to="none", seed=7,
+                   dataloader_pin_memory=False, use_cpu=True, disable_tqdm=True)
+    options.update(overrides)
+    model = apply_strategy(model or new_model(tokenizer, arch), strategy)
+    return TransferTrainer(model=model, args=TrainingArguments(**options), strategy=strategy, train_dataset=train_set,
+                           eval_dataset=eval_set, data_collator=collator or DataCollatorWithPadding(tokenizer))
+
+
+def cached(store_mb=64.0, folder="none", strategy="freeze", **kwargs):
+    """The option on; store_mb=0 with no folder stores nothing: the uncached run with the same option."""
+    if strategy == "freeze":
+        kwargs.setdefault("freeze_bottom", 2)
+    return StrategyArgs(strategy=strategy, cache_frozen_prefix=True, prefix_cache_max_memory_mb=store_mb,
+                        prefix_cache_dir=folder, **kwargs)
+
+
+def weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def run_pair(tokenizer, train_set, eval_set, tmp_path, strategy_kwargs=None, **kwargs):
+    runs = []
+    for name, store in (("cached", 64.0), ("uncached", 0.0)):
+        trainer = make_trainer(tokenizer, train_set, tmp_path / name, cached(store, **(strategy_kwargs or {})),
+                               eval_set=eval_set, **kwargs)
+        trainer.train()
+        runs.append((trainer, weights(trainer.model), trainer.evaluate()))
+    return runs
+
+
+# --- cached == uncached ---
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+def test_cached_run_is_bitwise_the_uncached_run_with_fixed_padding(tokenizer, train_set, eval_set, tmp_path, arch):
+    (c, cw, ce), (u, uw, ue) = run_pair(tokenizer, train_set, eval_set, tmp_path, arch=arch, collator=fixed_padding(tokenizer),
+                                        eval_strategy="epoch")
+    # The cache did serve: 24 training rows computed once, then two epochs and the evaluations from the store.
+    assert c.prefix_cache.stats.computed_rows == 24 + 16 and c.prefix_cache.stats.cached_rows == 2 * 24 + 3 * 16
+    assert u.prefix_cache.stats.cached_rows == 0
+    start = weights(new_model(tokenizer, arch))
+    for name, value in cw.items():
+        assert torch.equal(value, uw[name]), name
+    assert any(not torch.equal(cw[n], start[n]) for n in cw), "nothing trained"
+    assert ce["eval_loss"] == ue["eval_loss"]
+    assert [h["loss"] for h in c.state.log_history if "loss" in h] == [h["loss"] for h in u.state.log_history if "loss" in h]
+
+
+def test_cached_run_matches_the_uncached_run_with_per_batch_padding(tokenizer, train_set, eval_set, tmp_path):
+    # States stored from one batch are fed in batches padded to other lengths, where the uncached run recomputes
+    # them: CPU kernels then round differently in the last bits (module doc). Tolerance: 1e-6 on every weight
+    # (measured: about 4e-9) and on the eval loss.
+    (c, cw, ce), (u, uw, ue) = run_pair(tokenizer, train_set, eval_set, tmp_path, train_sampling_strategy="group_by_length")
+    assert c.prefix_cache.stats.cached_rows > 0
+    for name, value in cw.items():
+        torch.testing.assert_close(value, uw[name], rtol=0, atol=1e-6, msg=name)
+    assert ce["eval_loss"] == pytest.approx(ue["eval_loss"], abs=1e-6)
+
+
+def test_feature_extraction_caches_every_block(tokenizer, train_set, eval_set, tmp_path):
+    (c, cw, ce), (u, uw, ue) = run_pair(tokenizer, train_set, eval_set, tmp_path, {"strategy": "feature_extraction"},
+                                        collator=fixed_padding(tokenizer), num_train_epochs=2)
+    assert c.prefix_cache.layout.frozen == 3
+    assert all(torch.equal(v, uw[n]) for n, v in cw.items()) and ce["eval_loss"] == ue["eval_loss"]
+
+
+def test_the_prefix_runs_once_per_example_and_the_model_is_left_as_built(tokenizer, train_set, eval_set, tmp_path):
+    trainer = make_trainer(tokenizer, train_set, tmp_path, cached(), eval_set=eval_set, eval_strategy="epoch")
+    bert = trainer.model.bert
+    seen = {"embeddings": 0, "block_0": 0, "block_1": 0, "block_2": 0}
+
+    def counter(name):
+        def hook(module, args, output):
+            seen[name] += output.shape[0]  # rows through this module
+        return hook
+
+    bert.embeddings.register_forward_hook(counter("embeddings"))
+    for i, block in enumerate(bert.encoder.layer):
+        block.register_forward_hook(counter(f"block_{i}"))
+    names_before = [n for n, _ in trainer.model.named_parameters()]
+    trainer.train()
+    # 3 epochs of 24 rows and 3 evaluations of 16: the prefix saw each example once, the trainable block every row.
+    assert seen == {"embeddings": 24 + 16, "block_0": 24 + 16, "block_1": 24 + 16, "block_2": 3 * 24 + 3 * 16}
+    assert [n for n, _ in trainer.model.named_parameters()] == names_before
+    assert len(bert.encoder.layer) == 3 and type(bert.embeddings).__name__ == "BertEmbeddings"
+    trainer.save_model(str(tmp_path / "saved"))
+    from safetensors.torch import load_file
+
+    assert set(load_file(tmp_path / "saved" / "model.safetensors")) == set(new_model(tokenizer).state_dict())
+
+
+def test_the_prefix_runs_in_eval_mode_and_the_rest_in_train_mode(tokenizer, train_set, tmp_path):
+    trainer = make_trainer(tokenizer, train_set, tmp_path, cached(), num_train_epochs=1)
+    modes = {}
+    for i, block in enumerate(trainer.model.bert.encoder.layer):
+        block.register_forward_pre_hook(lambda m, a, i=i: modes.setdefault(i, set()).add(m.training))
+    trainer.train()
+    assert modes == {0: {False}, 1: {False}, 2: {True}}
+    assert all(m.training for m in trainer.model.modules())  # restored after every call
+
+
+# --- resume ---
+class KillAfter(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resumed_run_equals_the_uninterrupted_one_and_reloads_the_cache(tokenizer, train_set, tmp_path):
+    # Per-batch padding and length-grouped batches (the recipes' defaults): 3 steps an epoch, 9 in all; killed after
+    # the checkpoint at step 5, in the middle of epoch 2. Each run has its own disk cache folder.
+    common = dict(train_sampling_strategy="group_by_length")
+    whole = make_trainer(tokenizer, train_set, tmp_path / "whole", cached(folder=str(tmp_path / "cache_whole")), **common)
+    whole.train()
+    expected = weights(whole.model)
+
+    split = cached(folder=str(tmp_path / "cache_split"))
+    first = make_trainer(tokenizer, train_set, tmp_path / "split", split, save_strategy="steps", save_steps=5, **common)
+    first.add_callback(KillAfter(5))
+    first.train()
+    assert first.state.global_step == 5
+    resumed = make_trainer(tokenizer, train_set, tmp_path / "split", split, **common)
+    with torch.no_grad():  # scramble what trains: all of it must come back from the checkpoint
+        for p in resumed.model.parameters():
+            if p.requires_grad:
+                p.normal_()
+    resumed.train(resume_from_checkpoint=str(tmp_path / "split" / "checkpoint-5"))
+    stats = resumed.prefix_cache.stats
+    assert stats.disk_loaded_rows == 24 and stats.computed_rows == 0, stats  # reloaded, nothing recomputed
+    got = weights(resumed.model)
+    assert not {n for n in expected if not torch.equal(got[n], expected[n])}
+
+
+def test_length_grouped_order_is_a_function_of_seed_and_epoch():
+    lengths = [random.Random(1).randint(3, 40) for _ in range(200)]
+    a, b = SeededLengthGroupedSampler(8, lengths, seed=5), SeededLengthGroupedSampler(8, lengths, seed=5)
+    torch.manual_seed(0)
+    first = list(a)
+    torch.manual_seed(1)  # the global RNG plays no part (the Trainer's own sampler draws from it)
+    assert list(b) == first and sorted(first) == list(range(200))
+    a.set_epoch(1)
+    assert list(a) != first
+
+
+# --- refusals ---
+@pytest.mark.parametrize("strategy, message", [
+    (dict(strategy="gradual"), "gradual unfreezing unfreezes the bottom layers"),
+    (dict(strategy="lora"), "LoRA adapts every block"),
+    (dict(strategy="full"), "nothing is frozen"),
+    (dict(strategy="freeze", freeze_bottom=1, prefix_cache_dtype="int8"), "--prefix_cache_dtype must be"),
+], ids=["gradual", "lora", "full", "dtype"])
+def test_strategies_without_a_frozen_prefix_are_refused(strategy, message):
+    with pytest.raises(HfTransferError, match=message) as error:
+        StrategyArgs(cache_frozen_prefix=True, **strategy)
+    assert "\n" not in str(error.value)
+
+
+def test_cache_options_without_the_cache_are_refused():
+    with pytest.raises(HfTransferError, match="--prefix_cache_max_memory_mb applies to --cache_frozen_prefix"):
+        StrategyArgs(strategy="freeze", freeze_bottom=1, prefix_cache_max_memory_mb=10)
+
+
+@pytest.mark.parametrize("arch", ["vit", "wav2vec2", "t5"])
+def test_other_architectures_are_refused_from_their_config(arch):
+    with pytest.raises(HfTransferError, match=f"supports bert, roberta, distilbert .*not '{arch}'"):
+        cached(strategy="feature_extraction").check_config(tiny_config(arch))
+
+
+def test_lora_on_the_prefix_is_refused(tokenizer, train_set, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    strategy = cached()  # freeze the bottom 2 of 3 blocks
+    model = apply_strategy(new_model(tokenizer), strategy)
+    model = get_peft_model(model, LoraConfig(r=2, target_modules=["query", "value"], modules_to_save=["classifier"]))
+    with pytest.raises(HfTransferError, match=r"block 0 of the frozen prefix .* has trainable parameters .*lora") as error:
+        TransferTrainer(model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to="none"), strategy=strategy,
+                        train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer))
+    assert "\n" not in str(error.value)
+    # Adapters only above the prefix are fine: the prefix stays frozen.
+    top_only = get_peft_model(apply_strategy(new_model(tokenizer), strategy),
+                              LoraConfig(r=2, target_modules=["query", "value"], layers_to_transform=[2]))
+    assert FrozenPrefixCache(top_only, strategy=strategy).layout.frozen == 2
+
+
+class AugmentingCollator(DataCollatorWithPadding):
+    augment = object()  # like the audio and image collators: training rows are augmented
+
+
+class DeclaringCollator(DataCollatorWithPadding):
+    inputs_vary_per_epoch = True
+
+
+@pytest.mark.parametrize("collator", [AugmentingCollator, DeclaringCollator], ids=["augmentation", "declared"])
+def test_inputs_that_vary_per_epoch_are_refused(tokenizer, train_set, tmp_path, collator):
+    with pytest.raises(HfTransferError, match="change every epoch|vary per epoch") as error:
+        make_trainer(tokenizer, train_set, tmp_path, cached(), collator=collator(tokenizer))
+    assert "\n" not in str(error.value)
+
+
+def test_known_collators_are_classified():
+    from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator
+    from hf_transfer.data.mlm import MaskedLMCollator, MaskedLMDataArgs
+
+    class Extractor:
+        sampling_rate = 16000
+
+    assert inputs_vary_per_epoch(AudioCollator(Extractor(), augment=AudioAugmentArgs(speed_factors=[0.9, 1.1])))
+    masked = MaskedLMCollator.__new__(MaskedLMCollator)
+    masked.masker = object()
+    assert inputs_vary_per_epoch(masked) and MaskedLMDataArgs
+    assert inputs_vary_per_epoch(DataCollatorWithPadding(None)) is None
+
+
+def test_left_padding_is_refused(tokenizer, eval_set, tmp_path):
+    trainer = make_trainer(tokenizer, eval_set, tmp_path, cached(), eval_set=eval_set)
+    batch = DataCollatorWithPadding(tokenizer)([eval_set[i] for i in range(4)])
+    batch = {k: v.flip(1) if k in ("input_ids", "attention_mask", "token_type_ids") else v for k, v in batch.items()}
+    with pytest.raises(HfTransferError, match="right-padded"):
+        trainer.model(**batch)
+    assert type(trainer.model.bert.embeddings).__name__ == "BertEmbeddings"  # put back even after an error
+
+
+# --- never stale ---
+def test_a_change_of_prefix_weights_or_data_is_never_served_from_the_cache(tokenizer, train_set, eval_set, tmp_path):
+    trainer = make_trainer(tokenizer, train_set, tmp_path, cached(), eval_set=eval_set)
+    reference = make_trainer(tokenizer, train_set, tmp_path / "ref", cached(0.0), eval_set=eval_set)  # same weights, no store
+    assert make_trainer(tokenizer, train_set, tmp_path, cached(), model=trainer.model).prefix_cache is trainer.prefix_cache
+    with pytest.raises(HfTransferError, match="already has a prefix cache with other settings"):
+        make_trainer(tokenizer, train_set, tmp_path, cached(1.0), model=trainer.model)
+    stats = trainer.prefix_cache.stats
+    first = trainer.evaluate()
+    assert trainer.evaluate()["eval_loss"] == first["eval_loss"]
+    assert stats.computed_rows == 16 and stats.cached_rows == 16
+
+    with torch.no_grad():  # a frozen weight changed in place (a checkpoint loaded, a user's edit)
+        for model in (trainer.model, reference.model):
+            model.bert.encoder.layer[0].output.dense.weight.mul_(1.5)
+    changed = trainer.evaluate()
+    assert stats.namespaces == 2 and stats.computed_rows == 32  # a new namespace: all recomputed
+    assert changed["eval_loss"] == reference.evaluate()["eval_loss"] != first["eval_loss"]
+
+    # One changed token in one example: keyed by content, that row is never served from the cache.
+    edited = eval_set.map(lambda row, i: {"input_ids": row["input_ids"][:2] + [5] + row["input_ids"][3:]} if i == 0 else {},
+                          with_indices=True)
+    assert trainer.evaluate(edited)["eval_loss"] == reference.evaluate(edited)["eval_loss"]
+    assert stats.computed_rows == 32 + 8  # the batch holding the edited row ran the prefix again
+
+
+def test_a_disk_cache_is_keyed_by_the_prefix_weights(tokenizer, eval_set, tmp_path):
+    folder = str(tmp_path / "cache")
+    one = make_trainer(tokenizer, eval_set, tmp_path / "a", cached(0.0, folder=folder), eval_set=eval_set)
+    one.evaluate()
+    assert one.prefix_cache.stats.disk_rows == 16
+    same = make_trainer(tokenizer, eval_set, tmp_path / "b", cached(folder=folder), eval_set=eval_set)
+    assert same.evaluate()["eval_loss"] == one.evaluate()["eval_loss"]
+    assert same.prefix_cache.stats.disk_loaded_rows == 16 and same.prefix_cache.stats.computed_rows == 0
+    other = make_trainer(tokenizer, eval_set, tmp_path / "c", cached(folder=folder), eval_set=eval_set,
+                         model=new_model(tokenizer, seed=1))
+    other.evaluate()
+    assert other.prefix_cache.stats.disk_loaded_rows == 0 and other.prefix_cache.stats.computed_rows == 16
+
+
+# --- length grouping: the text recipes' default ---
+def test_length_grouping_is_on_by_default_and_off_with_a_flag():
+    from recipes import audio_classification, sentiment
+
+    assert sentiment.TASK.parse([]).training.train_sampling_strategy == "group_by_length"
+    assert sentiment.TASK.parse(["--train_sampling_strategy", "random"]).training.train_sampling_strategy == "random"
+    assert audio_classification.TASK.defaults["train_sampling_strategy"] == "group_by_length"
+
+
+def test_the_sampler_groups_by_length_unless_batches_have_a_fixed_length(tokenizer, train_set, tmp_path):
+    from torch.utils.data import RandomSampler
+
+    from hf_transfer.data.text import TextDataArgs, text_collator
+
+    grouped = dict(train_sampling_strategy="group_by_length")
+    plain = StrategyArgs()
+    assert isinstance(make_trainer(tokenizer, train_set, tmp_path, plain, **grouped)._get_train_sampler(), SeededLengthGroupedSampler)
+    fixed = text_collator(TextDataArgs(pad_to_max_length=True, max_seq_length=24), tokenizer, mixed_precision=False)
+    sampler = make_trainer(tokenizer, train_set, tmp_path, plain, collator=fixed, **grouped)._get_train_sampler()
+    assert type(sampler) is RandomSampler
+    assert type(make_trainer(tokenizer, train_set, tmp_path, plain)._get_train_sampler()) is RandomSampler
+
+
+def test_sentiment_recipe_with_the_cache(tiny_text_model_dir, review_files, tmp_path, capsys):
+    from conftest import recipe_argv
+    from recipes import sentiment
+
+    out = tmp_path / "out"
+    metrics = sentiment.main(recipe_argv(tiny_text_model_dir, review_files, out, "--strategy", "freeze", "--freeze_bottom", "1",
+                                         "--cache_frozen_prefix", "--prefix_cache_dir", str(tmp_path / "cache"),
+                                         "--num_train_epochs", "2"))
+    assert "validation_accuracy" in metrics and metrics["global_step"] == 16
+    printed = capsys.readouterr().out
+    # Epoch 1 and its evaluation ran the prefix (64 + 16 rows); epoch 2 and the next evaluations were fed from the cache.
+    assert "prefix cache: ran the prefix on 80 rows (9 batches), fed 80 rows from the cache" in printed, printed
