@@ -1,6 +1,5 @@
 """The audio recipes end to end on tiny local checkpoints: outputs, strategies, a frozen feature encoder, bad input."""
 import json
-import subprocess
 import sys
 
 import pytest
@@ -11,7 +10,8 @@ from audio_helpers import (
     write_corrupt, write_empty, write_table, write_zero_rate,
 )
 from audio_helpers import one_thread  # noqa: F401  (fixtures)
-from conftest import REPO, one_line_error
+from conftest import one_line_error
+from hf_transfer.errors import run_cli
 from hf_transfer import StrategyArgs, TransferTrainer, head_module_names, layer_groups
 from hf_transfer.data.audio import AudioCollator, AudioDataArgs, AudioLabelArgs, load_audio_classification
 from hf_transfer.speech import SpeechModelArgs, min_batch_samples, prepare_speech_model
@@ -270,12 +270,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(audio_root, base_checkp
         assert not out.exists(), f"{out} was written for a bad input"
 
 
-def test_command_line_error_is_one_line_and_exit_2(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "speech_recognition.py"), "--train_dir", str(tmp_path / "nope"),
-         "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 2
-    assert one_line_error(proc.stderr) == f"error: --train_dir {tmp_path / 'nope'} does not exist (a folder with one subfolder of clips per label)"
+def test_command_line_error_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    # In process through the entry point's own wrapper (tests/test_cli.py holds the one subprocess test).
+    monkeypatch.delenv("HF_TRANSFER_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["speech_recognition.py", "--train_dir", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(speech_recognition.main)
+    assert exit_info.value.code == 2
+    expected = f"error: --train_dir {tmp_path / 'nope'} does not exist (a folder with one subfolder of clips per label)"
+    assert one_line_error(capsys.readouterr().err) == expected
     assert not (tmp_path / "out").exists()

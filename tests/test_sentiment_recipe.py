@@ -1,11 +1,11 @@
 """The sentiment recipe end to end on a tiny local model: outputs, strategies, and bad input as one line and exit 2."""
 import json
-import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, one_line_error, recipe_argv, write_csv, review_rows
+from conftest import one_line_error, recipe_argv, write_csv, review_rows
+from hf_transfer.errors import run_cli
 from recipes import sentiment
 
 
@@ -101,12 +101,12 @@ def test_a_head_for_other_labels_needs_explicit_consent(tiny_text_model_dir, rev
     assert metrics["global_step"] == 8
 
 
-def test_command_line_error_is_one_line_and_exit_2(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "sentiment.py"), "--train_file", str(tmp_path / "nope.csv"),
-         "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 2
-    assert one_line_error(proc.stderr) == f"error: --train_file {tmp_path / 'nope.csv'} does not exist"
+def test_command_line_error_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    # In process through the entry point's own wrapper (tests/test_cli.py holds the one subprocess test).
+    monkeypatch.delenv("HF_TRANSFER_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["sentiment.py", "--train_file", str(tmp_path / "nope.csv"), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(sentiment.main)
+    assert exit_info.value.code == 2
+    assert one_line_error(capsys.readouterr().err) == f"error: --train_file {tmp_path / 'nope.csv'} does not exist"
     assert not (tmp_path / "out").exists()
