@@ -12,9 +12,10 @@ What makes it safe:
   not: a stored state is exactly what the prefix computes for that example, so caching changes nothing but
   speed. (Without the option a frozen block still applies dropout in training, so the option itself changes
   the training slightly: it removes the noise of the frozen blocks' dropout.)
-- **Content keys.** An example is keyed by its content: the unpadded token ids and token types of its row
-  (a 16-byte BLAKE2 digest). Whatever the order, the batch or the process, a state is found again only for
-  the very same input, and a changed data set can never meet a stale entry. Rows must be right-padded.
+- **Content keys.** An example is keyed by its content: the unpadded token ids and token types of its row,
+  or for an image model the bytes and shape of its processed pixels (a 16-byte BLAKE2 digest). Whatever the
+  order, the batch or the process, a state is found again only for the very same input, and a changed data
+  set can never meet a stale entry. Text rows must be right-padded.
 - **Weights fingerprint.** The store is namespaced by a hash of the prefix's weights and of what else
   decides its output (model type, attention implementation, dtypes, device type, library versions), as the
   feature cache is. A cheap check on every forward (each prefix parameter's identity, version counter,
@@ -58,8 +59,11 @@ Refused (one-line HfTransferError): strategies other than freeze/feature_extract
 changes the frozen layers during the run; LoRA/peft adapt every block), a prefix with trainable parameters
 (adapters inside it), collators whose training inputs vary per epoch (random crops, speed or noise
 augmentation, masking: see `inputs_vary_per_epoch`), torch.compile, FSDP, DeepSpeed and DataParallel, and architectures
-other than BERT, RoBERTa and DistilBERT (MiniLM is a BERT). ViT, wav2vec2/HuBERT/WavLM and T5 are not done:
-their inputs are pixels or audio that their recipes augment, or an encoder-decoder.
+other than BERT, RoBERTa, DistilBERT (MiniLM is a BERT) and ViT. For ViT every image is one fixed-length row
+(its patches and CLS token), so states are stacked, never padded, and the cached run is the uncached one bitwise;
+the image recipe's augmentation (random crops and flips) must be off (`--random_resized_crop false
+--horizontal_flip false`), since an augmented image is a new input each epoch. wav2vec2/HuBERT/WavLM and T5 are
+not done: audio inputs are cropped and masked per epoch by their recipes, and T5 is an encoder-decoder.
 """
 from __future__ import annotations
 
@@ -85,7 +89,10 @@ from .strategies import DEFAULT_PREFIX_CACHE_DIR as DEFAULT_CACHE_DIR, DEFAULT_P
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHITECTURES = ("bert", "roberta", "distilbert")
+# What each supported architecture is fed: token ids (padded rows of varying length) or pixels (one fixed-length row
+# of patch states per image). The key of an example and the shape of its stored states follow from it.
+INPUT_KINDS = {"bert": "tokens", "roberta": "tokens", "distilbert": "tokens", "vit": "pixels"}
+SUPPORTED_ARCHITECTURES = tuple(INPUT_KINDS)
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FORMAT_VERSION = 1  # of the on-disk entries; part of the namespace
 
@@ -99,7 +106,7 @@ def check_architecture(config) -> None:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise HfTransferError(
-            f"--cache_frozen_prefix supports {', '.join(SUPPORTED_ARCHITECTURES)} text encoders (MiniLM is a bert); "
+            f"--cache_frozen_prefix supports {', '.join(SUPPORTED_ARCHITECTURES)} encoders (MiniLM is a bert); "
             f"not '{model_type}'; drop --cache_frozen_prefix"
         )
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
@@ -178,7 +185,7 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
     inner = unwrap_model(model)
     config = getattr(inner, "config", None)
     if config is None or callable(getattr(inner, "transfer_layer_groups", None)):
-        raise HfTransferError(f"--cache_frozen_prefix needs a transformers text encoder; {type(inner).__name__} is not one")
+        raise HfTransferError(f"--cache_frozen_prefix needs a transformers encoder; {type(inner).__name__} is not one")
     check_architecture(config)
     spec = architecture_spec(config.model_type)
     backbone = inner.base_model
@@ -416,11 +423,22 @@ class StateStore:
 # --------------------------------------------------------------------------------------------------------
 
 class CachedStates(nn.Module):
-    """Stands in for the embeddings while a cached batch runs: returns the prefix's states for this batch."""
+    """Stands in for the embeddings while a cached batch runs: returns the prefix's states for this batch.
 
-    def __init__(self):
+    Any other attribute the backbone's forward reads from its embeddings comes from the real module (ViT reads the
+    patch projection's dtype before embedding); the real module is not registered as a child, so it is not
+    counted twice anywhere."""
+
+    def __init__(self, embeddings: nn.Module):
         super().__init__()
         self.states: torch.Tensor | None = None
+        object.__setattr__(self, "_embeddings", embeddings)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_embeddings"), name)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.states
@@ -436,6 +454,19 @@ def row_keys(input_ids: torch.Tensor, lengths: list[int], token_type_ids: torch.
         if types is not None:
             h.update(b"|")
             h.update(types[i, :n].tobytes())
+        keys.append(h.digest())
+    return keys
+
+
+def pixel_keys(pixel_values: torch.Tensor) -> list[bytes]:
+    """One 16-byte key per image: a digest of its processed pixels, their shape and dtype."""
+    pixels = pixel_values.detach().to("cpu").contiguous()
+    shape = f"{tuple(pixels.shape[1:])}|{pixels.dtype}".encode()
+    keys = []
+    for row in pixels:
+        h = hashlib.blake2b(row.view(torch.uint8).numpy().tobytes(), digest_size=16)  # any dtype, bfloat16 too
+        h.update(b"|")
+        h.update(shape)
         keys.append(h.digest())
     return keys
 
@@ -494,7 +525,7 @@ class FrozenPrefixCache:
         self.rank = rank
         self.stats = PrefixCacheStats()
         self.storage_dtype = STORAGE_DTYPES[self.options.dtype]
-        self._feed = CachedStates()
+        self._feed = CachedStates(self.layout.embeddings)
         self._prefix_blocks = nn.ModuleList(list(self.layout.blocks)[: self.layout.frozen])
         self._trainable_blocks = nn.ModuleList(list(self.layout.blocks)[self.layout.frozen:])
         self._store: StateStore | None = None
@@ -503,6 +534,7 @@ class FrozenPrefixCache:
         self._nested = 0
         self._restore: list | None = None
         self._state_dtype = next(self.layout.embeddings.parameters()).dtype  # until the prefix has run once
+        self.input_kind = INPUT_KINDS[self.layout.backbone.config.model_type]
         backbone = self.layout.backbone
         self._argument_names = list(inspect.signature(backbone.forward).parameters)
         self._accepts = set(self._argument_names)
@@ -577,14 +609,7 @@ class FrozenPrefixCache:
             m.eval()  # the prefix always runs in eval mode with this option, cached or not
         if flags:
             return None  # every layer's output was asked for: the whole model runs as built (prefix in eval mode)
-        for name in ("inputs_embeds", "position_ids"):
-            if inputs.get(name) is not None:
-                raise HfTransferError(f"--cache_frozen_prefix keys examples by their token ids; a forward call with "
-                                      f"{name} cannot be cached (drop --cache_frozen_prefix)")
-        input_ids = inputs.get("input_ids")
-        if input_ids is None:
-            raise HfTransferError("--cache_frozen_prefix needs input_ids in every forward call")
-        states = self._states(input_ids, inputs.get("attention_mask"), inputs.get("token_type_ids"))
+        states = self._states(self._model_inputs(inputs))
         if torch.is_grad_enabled() and any(getattr(b, "gradient_checkpointing", False) for b in self._trainable_blocks):
             states.requires_grad_(True)  # reentrant checkpointing drops parameter gradients of inputs without grad
         self._feed.states = states
@@ -610,11 +635,32 @@ class FrozenPrefixCache:
         self._swap(self.layout.embeddings, self.layout.blocks)
 
     # --- the states of one batch ---
-    def _states(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
-        device = input_ids.device
-        self._check_fresh(device)
-        ids = input_ids.detach().to("cpu", torch.int64)
+    def _model_inputs(self, inputs: dict) -> dict:
+        """The inputs that decide the prefix's output (what keys an example), checked to be cacheable."""
+        if self.input_kind == "pixels":
+            for name in ("bool_masked_pos", "attention_mask"):
+                if inputs.get(name) is not None:
+                    raise HfTransferError(f"--cache_frozen_prefix keys images by their pixels; a forward call with {name} "
+                                          "cannot be cached (drop --cache_frozen_prefix)")
+            if inputs.get("pixel_values") is None:
+                raise HfTransferError("--cache_frozen_prefix needs pixel_values in every forward call")
+            return {"pixel_values": inputs["pixel_values"], "interpolate_pos_encoding": inputs.get("interpolate_pos_encoding")}
+        for name in ("inputs_embeds", "position_ids"):
+            if inputs.get(name) is not None:
+                raise HfTransferError(f"--cache_frozen_prefix keys examples by their token ids; a forward call with "
+                                      f"{name} cannot be cached (drop --cache_frozen_prefix)")
+        if inputs.get("input_ids") is None:
+            raise HfTransferError("--cache_frozen_prefix needs input_ids in every forward call")
+        return {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask"),
+                "token_type_ids": inputs.get("token_type_ids")}
+
+    def _keys(self, inputs: dict) -> tuple[list[bytes], list[int] | None]:
+        """Each row's key, and for text its unpadded length (images are one fixed-length row each: None)."""
+        if self.input_kind == "pixels":
+            return pixel_keys(inputs["pixel_values"]), None
+        ids = inputs["input_ids"].detach().to("cpu", torch.int64)
         rows, width = ids.shape
+        attention_mask = inputs["attention_mask"]
         if attention_mask is None:
             lengths = [width] * rows
         else:
@@ -624,17 +670,28 @@ class FrozenPrefixCache:
                 raise HfTransferError("--cache_frozen_prefix needs right-padded batches (the tokenizer pads on the left); "
                                       "set the tokenizer's padding_side to 'right' or drop --cache_frozen_prefix")
             lengths = counts.tolist()
+        token_type_ids = inputs["token_type_ids"]
         types = token_type_ids.detach().to("cpu", torch.int64) if token_type_ids is not None else None
-        keys = row_keys(ids, lengths, types)
+        return row_keys(ids, lengths, types), lengths
+
+    def _states(self, inputs: dict) -> torch.Tensor:
+        first = inputs["pixel_values" if self.input_kind == "pixels" else "input_ids"]
+        device, rows = first.device, first.shape[0]
+        self._check_fresh(device)
+        keys, lengths = self._keys(inputs)
         found = [self._store.get(k) for k in keys]
         if all(f is not None for f in found):
             self.stats.cached_batches += 1
             self.stats.cached_rows += rows
-            states = nn.utils.rnn.pad_sequence(found, batch_first=True)
-            if states.shape[1] < width:
-                states = nn.functional.pad(states, (0, 0, 0, width - states.shape[1]))
+            if lengths is None:
+                states = torch.stack(found)
+            else:  # zeros at padded positions (masked out as keys; see the module doc), up to this batch's width
+                states = nn.utils.rnn.pad_sequence(found, batch_first=True)
+                width = first.shape[1]
+                if states.shape[1] < width:
+                    states = nn.functional.pad(states, (0, 0, 0, width - states.shape[1]))
             return states.to(device=device, dtype=self._state_dtype)
-        hidden = self._run_prefix(input_ids, attention_mask, token_type_ids)
+        hidden = self._run_prefix(inputs)
         self._state_dtype = hidden.dtype
         self.stats.prefix_batches += 1
         self.stats.computed_rows += rows
@@ -643,15 +700,16 @@ class FrozenPrefixCache:
         for i, (key, present) in enumerate(zip(keys, found)):
             if present is None and key not in seen:
                 seen.add(key)
-                new.append((key, on_cpu[i, : lengths[i]]))
+                new.append((key, on_cpu[i] if lengths is None else on_cpu[i, : lengths[i]]))
         self._store.put_many(new)
         return hidden
 
-    def _run_prefix(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+    def _run_prefix(self, inputs: dict) -> torch.Tensor:
         """The backbone's own forward with the block list cut to the prefix: its output is the prefix's output."""
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and "token_type_ids" in self._accepts:
-            kwargs["token_type_ids"] = token_type_ids
+        kwargs = {k: v for k, v in inputs.items() if v is not None and k in self._accepts}
+        # The last block's own output: `last_hidden_state` has the backbone's final norm applied where it has one
+        # (ViT's layernorm), which belongs after the trainable blocks, not inside the prefix.
+        kwargs["output_hidden_states"] = True
         self._nested += 1
         self._swap(self.layout.embeddings, self._prefix_blocks)
         try:
@@ -660,7 +718,7 @@ class FrozenPrefixCache:
         finally:
             self._unswap()
             self._nested -= 1
-        return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        return output.hidden_states[-1]
 
     # --- lifetime ---
     def close(self) -> None:
