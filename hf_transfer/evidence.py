@@ -60,6 +60,7 @@ class Run:
     output_dir: str | None = None
     fold: int | None = None
     train_size: int | None = None  # the size asked for (per class or in all: see compare's --train_sizes)
+    variant: str | None = None  # the data variant (compare's --variants: e.g. a domain pair)
 
     def size_on_disk_mb(self) -> float | None:
         """Saved weights (safetensors at the top of the output folder; checkpoints excluded)."""
@@ -321,6 +322,40 @@ def plot_train_size_curve(runs: list[Run], metric: str, out_dir: Path, unit: str
     return path
 
 
+def variant_table(runs: list[Run], metric: str, beside: str | None = None) -> str:
+    """Rows arms, columns data variants (compare's --variants, e.g. domain pairs) and their mean: each cell the mean ±
+    std over seeds, `beside`'s mean in brackets (domain adaptation: target accuracy, source validation beside it).
+    The mean column averages the variants where the arm has every variant; the best arm per column in bold."""
+    k = scale(metric)
+    variants = list(dict.fromkeys(r.variant for r in runs if r.variant is not None))
+    arms = list(dict.fromkeys(r.arm for r in runs if metric in r.metrics))
+
+    def values(arm, variant, key):
+        return [r.metrics[key] for r in runs if r.arm == arm and r.variant == variant and key in r.metrics]
+
+    means = {(a, v): statistics.fmean(values(a, v, metric)) for a in arms for v in variants if values(a, v, metric)}
+    for arm in arms:
+        if all((arm, v) in means for v in variants):
+            means[(arm, "mean")] = statistics.fmean(means[(arm, v)] for v in variants)
+    pick = min if lower_is_better(metric) else max
+    best = {v: pick((a for a in arms if (a, v) in means), key=lambda a: means[(a, v)], default=None) for v in [*variants, "mean"]}
+    header = ["arm", *variants, f"mean over {len(variants)}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm in arms:
+        cells = [arm]
+        for variant in [*variants, "mean"]:
+            if (arm, variant) not in means:
+                cells.append("—")
+                continue
+            scores = values(arm, variant, metric) if variant != "mean" else []
+            cell = f"{k * means[(arm, variant)]:.2f}" + (f" ± {k * statistics.stdev(scores):.2f}" if len(scores) > 1 else "")
+            side = values(arm, variant, beside) if beside and variant != "mean" else []
+            cell += f" ({k * statistics.fmean(side):.1f})" if side else ""
+            cells.append(f"**{cell}**" if best[variant] == arm else cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _verdict_lines(rows: list[ArmSummary], metric: str) -> list[str]:
     """Best arm against scratch, and the arms with negative transfer."""
     k, lower = scale(metric), lower_is_better(metric)
@@ -371,6 +406,11 @@ def write_report(runs: list[Run], out_dir: str | Path, metric: str = "validation
     else:
         lines += [markdown_table(rows, metric), ""]
         lines += _verdict_lines(rows, metric)
+    if any(r.variant is not None for r in runs):
+        beside = "validation_accuracy" if metric != "validation_accuracy" and any("validation_accuracy" in r.metrics for r in runs) else None
+        lines += ["", f"## {metric} by variant", "", variant_table(runs, metric, beside), "",
+                  "Mean ± std over seeds" + (f"; {beside} in brackets" if beside else "") + "; the best arm per column in "
+                  "bold. The tables above pool every variant.", ""]
     if any(r.forgetting is not None for r in rows):
         lines.append("Forgetting = source-task accuracy before minus after fine-tuning, in points (positive: forgot).")
     lines += ["", "Spread is the standard deviation over seeds (and folds); with one run it is 0 and says nothing.", ""]
@@ -380,7 +420,7 @@ def write_report(runs: list[Run], out_dir: str | Path, metric: str = "validation
     lines += ["", "## Environment", "", *(f"- {k}: {v}" for k, v in env.items()), ""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "runs.json").write_text(json.dumps(
-        [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, "output_dir": r.output_dir,
+        [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, "variant": r.variant, "output_dir": r.output_dir,
           "metrics": r.metrics} for r in runs],
         indent=1, default=str))
     return out / "report.md"

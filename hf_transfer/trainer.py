@@ -1,16 +1,19 @@
-"""The trainer side of transfer learning: a mixin adding layer-wise LRs, gradual unfreezing, the cached frozen prefix and
-resumable length-grouped batches to `Trainer` and `Seq2SeqTrainer`."""
+"""The trainer side of transfer learning: a mixin adding layer-wise LRs, gradual unfreezing, the cached frozen prefix,
+resumable length-grouped batches and extra objectives (losses added to the task's) to `Trainer` and `Seq2SeqTrainer`."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
+from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import RandomSampler
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from .errors import HfTransferError
-from .layers import LayerGroup, layer_groups
+from .layers import LayerGroup, layer_groups, unwrap_model
 from .strategies import StrategyArgs
 
 
@@ -143,9 +146,78 @@ def _column_lengths(dataset, length_column: str, input_name: str | None) -> list
     return None
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Objectives: extra losses a task adds to the trainer (domain-adversarial, CORAL, MMD: hf_transfer/adaptation/)
+# ---------------------------------------------------------------------------------------------------------------
+
+OBJECTIVES = "transfer_objectives"  # attribute of the (unwrapped) transformers model holding its objectives
+OBJECTIVES_FILE = "objectives.safetensors"  # an objective's weights and buffers inside a checkpoint folder
+
+
+class Objective(nn.Module):
+    """An extra loss that the trainer adds to the task loss, owning its modules and what it logs.
+
+    It lives inside the model (`attach_objective`), so its parameters join the optimizer, the layer map's head group
+    and DDP's gradient all-reduce with nothing else to arrange; the model's `save_pretrained` leaves them out (they
+    are in its `_keys_to_ignore_on_save`), so the saved model loads for inference without them, and a checkpoint
+    keeps them in `objectives.safetensors` for an exact resume. Any weight schedule must be a pure function of the
+    step (`loss` gets it), as gradual unfreezing is: a resumed run and every process then compute the same value.
+    """
+
+    inputs: tuple[str, ...] = ()  # batch keys it takes: removed before the model sees the batch
+
+    def during_forward(self, model, batch: dict, taken: dict):
+        """A context around the model's forward (hooks that read features or set a domain); also used in evaluation."""
+        return contextlib.nullcontext()
+
+    def loss(self, taken: dict, outputs, task_loss: torch.Tensor, step: int, max_steps: int) -> tuple[torch.Tensor, dict]:
+        """(the term added to the task loss, detached values to log) for one training batch."""
+        raise NotImplementedError
+
+    def saving(self, model, final: bool):
+        """A context around every save of the model (`final`: the run's output, not a checkpoint)."""
+        return contextlib.nullcontext()
+
+
+def attach_objective(model: nn.Module, name: str, objective: Objective) -> Objective:
+    """Put `objective` inside `model` (under `transfer_objectives.<name>`), left out of what `save_pretrained` writes."""
+    inner = unwrap_model(model)
+    holder = getattr(inner, OBJECTIVES, None)
+    if holder is None:
+        holder = nn.ModuleDict()
+        inner.add_module(OBJECTIVES, holder)
+    holder[name] = objective
+    ignored = set(getattr(inner, "_keys_to_ignore_on_save", None) or ())
+    inner._keys_to_ignore_on_save = ignored | {f"{OBJECTIVES}.{key}" for key in holder.state_dict()}
+    return objective
+
+
+def model_objectives(model: nn.Module) -> dict[str, Objective]:
+    holder = getattr(unwrap_model(model), OBJECTIVES, None)
+    return dict(holder.items()) if holder is not None else {}
+
+
+def save_objectives(model: nn.Module, folder: str) -> None:
+    from safetensors.torch import save_file
+
+    holder = getattr(unwrap_model(model), OBJECTIVES)
+    save_file({k: v.detach().cpu().contiguous() for k, v in holder.state_dict().items()}, str(Path(folder) / OBJECTIVES_FILE))
+
+
+def load_objectives(model: nn.Module, folder: str) -> None:
+    from safetensors.torch import load_file
+
+    path = Path(folder) / OBJECTIVES_FILE
+    if not path.is_file():
+        raise HfTransferError(f"checkpoint {folder} has no {OBJECTIVES_FILE}: it was not written by a run with these "
+                              "objectives; resume with the options it was made with")
+    getattr(unwrap_model(model), OBJECTIVES).load_state_dict(load_file(str(path)))
+
+
 class TransferTrainerMixin:
     """What a trainer needs to know of the transfer strategy: per-layer-group learning rates, gradual unfreezing and the
-    cached frozen prefix (`strategy.cache_frozen_prefix`, see prefix_cache.py); and length grouping that resumes exactly.
+    cached frozen prefix (`strategy.cache_frozen_prefix`, see prefix_cache.py); length grouping that resumes exactly;
+    and the model's objectives (`Objective`): extra losses added to the task loss, each term logged beside `loss`.
 
     Mixed in before a `Trainer` class (`class X(TransferTrainerMixin, Trainer)`); it takes one more keyword,
     `strategy`. With `strategy.layer_lr_decay == 1`, no gradual schedule, no prefix cache and random batches the
@@ -154,6 +226,15 @@ class TransferTrainerMixin:
 
     def __init__(self, model=None, args=None, *, strategy: StrategyArgs | None = None, **kwargs):
         self.strategy = strategy or StrategyArgs()
+        if args is not None and model is not None and any(True for o in model_objectives(model).values() for _ in o.parameters()):
+            # An objective's modules (DANN's domain head) run after the model's forward. DDP's search for unused
+            # parameters walks the graph from the forward's outputs only, would mark them unused, and then fail when
+            # their gradients arrive; without the search they are all-reduced like any parameter.
+            if self.strategy.strategy == "gradual" and args.world_size > 1:
+                raise HfTransferError("an objective with its own weights (dann's domain head) does not combine with "
+                                      "--strategy gradual on several processes; use another strategy or one process")
+            if self.strategy.strategy != "gradual":
+                args.ddp_find_unused_parameters = False
         if self.strategy.strategy == "gradual" and args is not None:
             if args.ddp_find_unused_parameters is False:
                 raise HfTransferError(
@@ -162,6 +243,7 @@ class TransferTrainerMixin:
             # Must be set before Trainer.__init__ builds the Accelerator, which reads it.
             args.ddp_find_unused_parameters = True
         super().__init__(model, args, **kwargs)
+        self._objective_logs: dict[str, list[torch.Tensor]] = {}
         if self.strategy.strategy == "gradual":
             self.add_callback(GradualUnfreezing(self.strategy.gradual_every, self.strategy.gradual_unit))
         self.prefix_cache = None
@@ -209,6 +291,52 @@ class TransferTrainerMixin:
                 optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return super().create_optimizer(model)
+
+    # --- objectives (see `Objective`): all a no-op for a model without any ---
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        objectives = model_objectives(model)
+        if not objectives:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        wanted = {key for objective in objectives.values() for key in objective.inputs}
+        taken = {key: inputs.pop(key) for key in list(inputs) if key in wanted}
+        with contextlib.ExitStack() as stack:
+            for objective in objectives.values():
+                stack.enter_context(objective.during_forward(model, inputs, taken))
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:  # evaluation scores the task alone
+            logged = {"task_loss": loss.detach()}
+            for objective in objectives.values():
+                term, values = objective.loss(taken, outputs, loss, self.state.global_step, self.state.max_steps)
+                loss = loss + term
+                logged.update(values)
+            for key, value in logged.items():
+                self._objective_logs.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float32).detach())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        # Each objective's terms beside the Trainer's `loss`: their means over the batches since the last log, over all processes.
+        if self._objective_logs and "loss" in logs:
+            means = torch.stack([torch.stack(v).mean() for v in self._objective_logs.values()]).to(self.args.device)
+            means = self.accelerator.reduce(means, reduction="mean")
+            logs = {**logs, **{k: round(float(m), 6) for k, m in zip(self._objective_logs, means)}}
+            self._objective_logs = {}
+        super().log(logs, *args, **kwargs)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        objectives = model_objectives(self.model)
+        with contextlib.ExitStack() as stack:
+            for objective in objectives.values():
+                stack.enter_context(objective.saving(self.model, final=not _internal_call))
+            super().save_model(output_dir, _internal_call)
+        if objectives and _internal_call and self.args.should_save:  # a checkpoint: the objectives' state, for resume
+            save_objectives(self.model, output_dir or self.args.output_dir)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        # The Trainer restores the model and the optimizer (whose state covers the objectives' parameters); the
+        # objectives' own weights and buffers are not in the saved model, so they come back from their file here.
+        if model_objectives(self.model) and isinstance(resume_from_checkpoint, str):
+            load_objectives(self.model, resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
 
 class TransferTrainer(TransferTrainerMixin, Trainer):

@@ -6,12 +6,18 @@
     python recipes/compare.py --recipe audio_classification --strategies full lora \\
         --recipe_args "--train_dir clips/train --validation_dir clips/dev --model_name_or_path facebook/wav2vec2-base"
     python recipes/compare.py --k_folds 5 --seeds 1 --recipe_args "--train_file small.csv"
+    python recipes/compare.py --recipe domain_adaptation --references false --seeds 1 \\
+        --strategies source_only="--adaptation source_only" dann="--adaptation dann" coral="--adaptation coral" \\
+        --variants books_dvd="--train_file amazon/books --target_file amazon/dvd" dvd_books="--train_file amazon/dvd --target_file amazon/books"
 
 `--recipe NAME` (default sentiment) is any task recipe in recipes/ (one that declares a `TASK`). Its arms:
 training from scratch first (the reference), then frozen features + a classical head (recipes/linear_probe.py,
 for tasks with class labels), then the strategies asked for. Every run gets the same data, seeds and budget
 (the flags in --recipe_args/--recipe_config). The report (report.md, PNG plots, runs.json) goes to
 --output_dir. A strategy is a preset name or `name=--flags`: `lora_r16=--strategy lora --lora_r 16 --learning_rate 5e-4`.
+
+`--variants name=--flags ...` runs every arm on every data variant (domain pairs for domain adaptation: arms x pairs)
+and adds a table of arms by variants with their mean; the domain-adaptation arms are `name=--adaptation METHOD`.
 
 `--train_sizes 16 64 256 1000` runs every arm at every size and every seed (per class with
 --max_train_samples_per_class for a labelled task, else in all with --max_train_samples) and adds the transfer
@@ -61,6 +67,14 @@ class CompareArgs:
         metadata={"help": "Run every arm at each training-set size (per class for a labelled task, else in all) and plot "
                   "the metric against the number of labelled examples."},
     )
+    variants: list[str] | None = field(
+        default=None,
+        metadata={"help": "Data variants every arm runs on, as name=--flags (e.g. domain pairs: books_dvd='--train_file "
+                  "... --target_file ...'); the report adds a table of arms by variants."},
+    )
+    references: bool = field(
+        default=True, metadata={"help": "Add the references: training from scratch and frozen features (labelled tasks)."}
+    )
     k_folds: int | None = field(
         default=None, metadata={"help": "Cross-validate on the training set instead of using the validation split (text recipes)."}
     )
@@ -91,6 +105,8 @@ class CompareArgs:
             if min(self.train_sizes) < 1:
                 raise HfTransferError(f"--train_sizes must be at least 1, got {min(self.train_sizes)}")
             self.train_sizes = sorted(set(self.train_sizes))
+        if self.k_folds is not None and self.variants:
+            raise HfTransferError("--k_folds splits one training file into folds; with --variants there are several: give one of them")
         if self.in_process and self.launcher:
             raise HfTransferError("--launcher starts a process per run, --in_process true runs none: give one of them")
 
@@ -107,8 +123,8 @@ def arms(args: CompareArgs, task: Task) -> dict[str, list[str]]:
     """Arm name -> extra flags. Scratch first (the reference), then frozen features (labelled tasks), then the strategies."""
     # A recipe's own frozen baseline (sentiment's --frozen_baseline) is the frozen arm's job here: off in every run.
     off = ["--frozen_baseline", "false"] if "frozen_baseline" in _options(task.argument_types()) else []
-    table = {SCRATCH: ["--from_scratch", "--strategy", "full", *off]}
-    if task.labelled:
+    table = {SCRATCH: ["--from_scratch", "--strategy", "full", *off]} if args.references else {}
+    if task.labelled and args.references:
         table[frozen_arm(args)] = []
     for spec in args.strategies:
         name, _, flags = spec.partition("=")
@@ -118,6 +134,19 @@ def arms(args: CompareArgs, task: Task) -> dict[str, list[str]]:
             raise HfTransferError(f"arm name '{name}' is taken; name the strategy otherwise (name=--flags)")
         table[name] = shlex.split(flags or PRESETS[name]) + off
     return table
+
+
+def variant_flags(args: CompareArgs) -> dict[str | None, list[str]]:
+    """--variants as {name: flags}; {None: []} without variants."""
+    if not args.variants:
+        return {None: []}
+    found = {}
+    for spec in args.variants:
+        name, _, flags = spec.partition("=")
+        if not name or not flags or name in found:
+            raise HfTransferError(f"--variants takes distinct name=--flags entries, got '{spec}'")
+        found[name] = shlex.split(flags)
+    return found
 
 
 def size_option(args: CompareArgs, task: Task, parsed: Args) -> str | None:
@@ -209,14 +238,16 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_dir)
     base = (["--config", args.recipe_config] if args.recipe_config else []) + shlex.split(args.recipe_args)
     plan = arms(args, task)
-    option = size_option(args, task, task.parse(base))
+    variants = variant_flags(args)
+    first = next(iter(variants.values()))  # a recipe may need a variant's data flags to parse at all
+    option = size_option(args, task, task.parse(base + first))
     sizes = args.train_sizes or [None]
 
     def size_flags(size):
         return [] if size is None else [f"--{option}", str(size)]
 
-    def run_argv(arm, extra, data, size, seed, run_dir):
-        argv = base + data + size_flags(size) + ["--seed", str(seed), "--output_dir", str(run_dir)]
+    def run_argv(arm, extra, data, size, seed, run_dir, variant=None):
+        argv = base + variants[variant] + data + size_flags(size) + ["--seed", str(seed), "--output_dir", str(run_dir)]
         if arm == frozen_arm(args):
             return linear_probe, argv + ["--recipe", args.recipe, "--heads", args.frozen_head,
                                          "--feature_cache_dir", args.feature_cache_dir]
@@ -224,48 +255,53 @@ def main(argv: list[str] | None = None) -> dict:
         return recipe, argv + extra + overwrite
 
     # Every run's flags are checked before the first one trains.
-    for arm, extra in plan.items():
-        module, argv = run_argv(arm, extra, [], sizes[0], args.seeds[0], out / "check")
-        if module is linear_probe:
-            linear_probe.parse(argv)
-        else:
-            task.parse(argv)
+    for variant in variants:
+        for arm, extra in plan.items():
+            module, argv = run_argv(arm, extra, [], sizes[0], args.seeds[0], out / "check", variant)
+            if module is linear_probe:
+                linear_probe.parse(argv)
+            else:
+                task.parse(argv)
     folds = fold_files(task, base, args.k_folds, args.seeds[0], out) if args.k_folds else [None]
 
     runs: list[Run] = []
-    for size in sizes:  # smallest first: an interrupted comparison still has its few-example end complete
+    for size, variant in [(size, variant) for size in sizes for variant in variants]:  # smallest size first
         for arm, extra in plan.items():
             for seed in args.seeds:
                 for fold_index, fold in enumerate(folds):
-                    run_dir = (out / (f"size_{size}" if size is not None else "") / arm / f"seed_{seed}"
-                               / (f"fold_{fold_index}" if fold else ""))
+                    run_dir = (out / (f"size_{size}" if size is not None else "") / (f"variant_{variant}" if variant else "")
+                               / arm / f"seed_{seed}" / (f"fold_{fold_index}" if fold else ""))
                     data = ["--dataset_name", "", "--train_file", fold[0], "--validation_file", fold[1]] if fold else []
-                    module, run_args = run_argv(arm, extra, data, size, seed, run_dir)
+                    module, run_args = run_argv(arm, extra, data, size, seed, run_dir, variant)
                     if args.in_process:
                         metrics = run_in_process(module, run_args, run_dir)
                     else:
                         metrics = run_recipe(module.__file__, run_args, run_dir, args.launcher)
-                    if arm == SCRATCH and not runs:
+                    if not runs and arm != frozen_arm(args):
                         _check_metric(metric, metrics, arm)  # a wrong --metric fails after one run, not after all
                     history_file = run_dir / "log_history.json"
                     history = json.loads(history_file.read_text()) if history_file.is_file() else []
-                    runs.append(Run(arm, seed, metrics, history, str(run_dir), fold_index if fold else None, size))
-                    where = (f" size {size}" if size is not None else "") + (f" fold {fold_index}" if fold else "")
+                    runs.append(Run(arm, seed, metrics, history, str(run_dir), fold_index if fold else None, size, variant))
+                    where = (f" size {size}" if size is not None else "") + (f" {variant}" if variant else "") + \
+                        (f" fold {fold_index}" if fold else "")
                     print(f"[compare] {arm} seed {seed}{where}: {metric} {metrics.get(metric, float('nan')):.4f} "
                           f"({metrics.get('wall_time_s', 0):.0f} s)", flush=True)
 
-    train_args = task.parse(base + plan[SCRATCH])[TrainingArguments]
+    train_args = task.parse(base + first + next(iter(plan.values())))[TrainingArguments]
     precision = "bf16" if train_args.bf16 else "fp16" if train_args.fp16 else "fp32"
     size_unit = "per class" if option == "max_train_samples_per_class" else "in all"
     settings = {"recipe": args.recipe, "seeds": args.seeds, "k_folds": args.k_folds}
     if args.train_sizes:
         settings["train_sizes"] = f"{args.train_sizes} ({size_unit})"
     settings["recipe_args"] = " ".join(base) or "(defaults)"
+    if args.variants:
+        settings["variants"] = ", ".join(args.variants)
     settings["runs"] = "in one process (peak memory is the process's)" if args.in_process else "one process each"
     report = write_report(runs, out, metric, f"Transfer report: {task.name}", settings, precision, size_unit=size_unit)
     print(report.read_text().split("![")[0], flush=True)
     return {"report": str(report), "metric": metric,
-            "runs": [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, **r.metrics} for r in runs]}
+            "runs": [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, "variant": r.variant, **r.metrics}
+                     for r in runs]}
 
 
 if __name__ == "__main__":

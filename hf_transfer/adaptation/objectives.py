@@ -1,0 +1,353 @@
+"""Domain-adaptation objectives: what each method adds to the source task's loss, and the maths it rests on.
+
+Every batch holds source rows (labelled) then target rows (unlabelled, labels -100), and a `domain` tensor (0 source,
+1 target): the task loss is the source rows' loss, and an objective compares the two domains' features. The features
+are the input of the model's final classification layer (BERT: the pooled [CLS] output after dropout; RoBERTa: the
+classification head's dense+tanh output; DistilBERT: pre_classifier's), found from the layer map's head group, so the
+alignment acts on exactly what the classifier reads.
+
+- `dann`: a domain classifier on those features behind a gradient-reversal layer (Ganin et al. 2016); the reversal
+  coefficient rises from 0 to 1 as 2 / (1 + exp(-gamma p)) - 1, p = step / max_steps: a pure function of the step, so
+  a resumed run and every process use the same value with nothing saved.
+- `coral`: Deep CORAL (Sun & Saenko 2016), ||C_s - C_t||_F^2 / (4 d^2) on the feature covariances, plus the squared
+  distance of the means / d.
+- `mmd`: multi-kernel maximum mean discrepancy (Long et al. 2015, DAN): Gaussian kernels at `kernels` bandwidths, the
+  middle one the batch's mean pairwise squared distance, the others multiplied or divided by `multiplier`.
+- CORAL and MMD ramp their weight with the same warm-up coefficient as DANN's reversal: the classification head is
+  new (and MiniLM's pooler too), so at the start the features carry no class information, and aligning them at full
+  weight from step 0 collapsed them (source and target accuracy at chance on books->dvd at weight 1 for MMD); the
+  task shapes the features first, the alignment joins as they form. `gamma` 0 turns the warm-up off (coefficient 1).
+- `domain_norm`: per-domain normalisation (AdaBN, Li et al. 2016, for LayerNorm models): see `DomainNormalisation`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import HfTransferError
+from ..layers import layer_groups, stack_groups, unwrap_model
+from ..trainer import OBJECTIVES, Objective
+
+DOMAIN = "domain"  # batch key: each row's domain
+SOURCE, TARGET = 0, 1
+
+
+# --- the maths, as plain functions (tests check them against independent computations) ---
+
+def dann_coefficient(step: int, max_steps: int, gamma: float = 10.0) -> float:
+    """Ganin et al.'s warm-up of the reversal coefficient: 2 / (1 + exp(-gamma p)) - 1 with p = step / max_steps
+    (gamma 0: no warm-up, 1 throughout)."""
+    if gamma == 0:
+        return 1.0
+    p = min(max(step / max(max_steps, 1), 0.0), 1.0)
+    return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, coefficient):
+        ctx.coefficient = coefficient
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.coefficient * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, coefficient: float) -> torch.Tensor:
+    """Identity forward; backward multiplies the gradient by -coefficient (the features learn to fool the domain head)."""
+    return _ReverseGradient.apply(x, coefficient)
+
+
+def _covariance(x: torch.Tensor) -> torch.Tensor:
+    centred = x - x.mean(0, keepdim=True)
+    return centred.T @ centred / (x.shape[0] - 1)
+
+
+def coral_loss(source: torch.Tensor, target: torch.Tensor, means: bool = True) -> torch.Tensor:
+    """||C_s - C_t||_F^2 / (4 d^2) (unbiased covariances), plus ||mu_s - mu_t||^2 / d when `means`."""
+    d = source.shape[1]
+    loss = (_covariance(source) - _covariance(target)).pow(2).sum() / (4 * d * d)
+    if means:
+        loss = loss + (source.mean(0) - target.mean(0)).pow(2).sum() / d
+    return loss
+
+
+def mmd_loss(source: torch.Tensor, target: torch.Tensor, kernels: int = 5, multiplier: float = 2.0) -> torch.Tensor:
+    """Biased MMD^2 with a sum of Gaussian kernels exp(-||x - y||^2 / b_i), b_i = b * multiplier^(i - kernels // 2),
+    b the mean squared distance between distinct points of both samples together (not differentiated)."""
+    joint = torch.cat([source, target])
+    distances = torch.cdist(joint, joint).pow(2)
+    n = joint.shape[0]
+    base = distances.detach().sum() / max(n * n - n, 1)
+    base = base.clamp(min=1e-12)
+    kernel = sum(torch.exp(-distances / (base * multiplier ** (i - kernels // 2))) for i in range(kernels))
+    s = source.shape[0]
+    return kernel[:s, :s].mean() + kernel[s:, s:].mean() - 2 * kernel[:s, s:].mean()
+
+
+# --- where the features come from ---
+
+def classifier_layers(model: nn.Module) -> list[nn.Linear]:
+    """The model's final classification layer(s): linear layers of the layer map's head with one output per label
+    (two under peft: the original and the trained copy, of which only the active one runs)."""
+    inner = unwrap_model(model)
+    num_labels = inner.config.num_labels
+    head = {id(p) for p in layer_groups(inner)[-1].parameters}
+    found = [m for name, m in inner.named_modules()
+             if isinstance(m, nn.Linear) and m.out_features == num_labels and not name.startswith(OBJECTIVES)
+             and all(id(p) in head for p in m.parameters(recurse=False))]
+    if not found:
+        raise HfTransferError(f"{type(inner).__name__} has no final classification layer with {num_labels} outputs in its "
+                              "head; domain adaptation needs a sequence-classification model")
+    return found
+
+
+def feature_width(model: nn.Module) -> int:
+    return classifier_layers(model)[-1].in_features
+
+
+class FeatureTap:
+    """Records the input of the classification layer during a forward pass (`with tap.attached(model): model(...)`)."""
+
+    def __init__(self) -> None:
+        self.features: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def attached(self, model: nn.Module):
+        def keep(module, args):
+            self.features = args[0]
+
+        handles = [layer.register_forward_pre_hook(keep) for layer in classifier_layers(model)]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def take(self) -> torch.Tensor:
+        features, self.features = self.features, None
+        if features is None:
+            raise RuntimeError("the classification layer did not run: no features were recorded")
+        return features
+
+
+def split_domains(features: torch.Tensor, domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    domain = domain.to(features.device)
+    return features[domain == SOURCE].float(), features[domain == TARGET].float()
+
+
+class FeatureObjective(Objective):
+    """An objective on the classification layer's input features of both domains."""
+
+    inputs = (DOMAIN,)
+    warm_up = True  # the weight follows dann_coefficient over the run (DANN warms up its reversal instead)
+
+    def __init__(self, weight: float, gamma: float = 10.0) -> None:
+        super().__init__()
+        self.weight, self.gamma = weight, gamma
+        self.tap = FeatureTap()
+
+    def during_forward(self, model, batch, taken):
+        return self.tap.attached(model)
+
+    def loss(self, taken, outputs, task_loss, step, max_steps):
+        source, target = split_domains(self.tap.take(), taken[DOMAIN])
+        if len(source) < 2 or len(target) < 2:  # statistics of one row mean nothing; no term for this batch
+            zero = task_loss * 0.0
+            return zero, {"adaptation_loss": zero.detach()}
+        value, logged = self.divergence(source, target, step, max_steps)
+        if not self.warm_up:
+            return self.weight * value, {"adaptation_loss": value.detach(), **logged}
+        coefficient = dann_coefficient(step, max_steps, self.gamma)
+        return coefficient * self.weight * value, {"adaptation_loss": value.detach(),
+                                                   "adaptation_coefficient": torch.tensor(coefficient), **logged}
+
+    def divergence(self, source, target, step, max_steps) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+
+class DomainAdversarial(FeatureObjective):
+    """DANN: a domain classifier (one hidden layer) on the features behind gradient reversal; its weight is `weight`,
+    the reversal coefficient follows `dann_coefficient` over the run."""
+
+    warm_up = False  # the reversal coefficient warms up; the domain head itself learns at full weight from the start
+
+    def __init__(self, width: int, weight: float, hidden: int = 256, gamma: float = 10.0) -> None:
+        super().__init__(weight, gamma)
+        self.domain_head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def divergence(self, source, target, step, max_steps):
+        coefficient = dann_coefficient(step, max_steps, self.gamma)
+        features = torch.cat([source, target])
+        domain = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).to(features.device)
+        logits = self.domain_head(reverse_gradient(features, coefficient)).squeeze(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, domain)
+        accuracy = ((logits > 0).float() == domain).float().mean()
+        return loss, {"dann_coefficient": torch.tensor(coefficient), "domain_accuracy": accuracy.detach()}
+
+
+class Coral(FeatureObjective):
+    def __init__(self, weight: float, means: bool = True, gamma: float = 10.0) -> None:
+        super().__init__(weight, gamma)
+        self.means = means
+
+    def divergence(self, source, target, step, max_steps):
+        return coral_loss(source, target, self.means), {}
+
+
+class MultiKernelMMD(FeatureObjective):
+    def __init__(self, weight: float, kernels: int = 5, multiplier: float = 2.0, gamma: float = 10.0) -> None:
+        super().__init__(weight, gamma)
+        self.kernels, self.multiplier = kernels, multiplier
+
+    def divergence(self, source, target, step, max_steps):
+        return mmd_loss(source, target, self.kernels, self.multiplier), {}
+
+
+# --- per-domain normalisation ---
+
+def block_output_norms(model: nn.Module, blocks: int | None = None) -> list[str]:
+    """Paths of the LayerNorm that ends each block (the last LayerNorm among the block's parameters in the layer map:
+    BERT/RoBERTa `encoder.layer.N.output.LayerNorm`, DistilBERT `transformer.layer.N.output_layer_norm`), for the top
+    `blocks` blocks (all when None). Its output is the block's output, the hidden state the next block reads."""
+    inner = unwrap_model(model)
+    stacks = stack_groups(layer_groups(inner))
+    if len(stacks) != 1:
+        raise HfTransferError(f"per-domain normalisation takes one-stack encoders; this model has stacks {', '.join(stacks)}")
+    chosen = list(stacks.values())[0]
+    if blocks is not None:
+        if not 1 <= blocks <= len(chosen):
+            raise HfTransferError(f"--domain_norm_blocks must be between 1 and the model's {len(chosen)} blocks, got {blocks}")
+        chosen = chosen[-blocks:]
+    paths = []
+    for group in chosen:
+        owned = {id(p) for p in group.parameters}
+        norms = [name for name, m in inner.named_modules()
+                 if isinstance(m, nn.LayerNorm) and m.weight is not None and id(m.weight) in owned]
+        if not norms:
+            raise HfTransferError(f"{group.name} holds no LayerNorm with weights: per-domain normalisation needs one")
+        paths.append(norms[-1])
+    return paths
+
+
+class DomainNormalisation(Objective):
+    """Per-domain normalisation statistics at the output LayerNorm of each chosen block (AdaBN for LayerNorm models).
+
+    LayerNorm normalises each token over its own features, so it has no batch statistics to keep per domain, as
+    BatchNorm does. What differs between domains is the distribution of each feature across tokens: this keeps, per
+    domain, the running mean and variance of every feature of the LayerNorm's output (real tokens only), and maps
+    target rows onto the source's moments: y_t' = (y_t - mu_t) * sigma_s / sigma_t + mu_s. Source rows are unchanged,
+    so the classifier trained on source features reads target features with the same per-feature moments at every
+    chosen layer. No parameter is learned: training is the source task's, and the target rows only feed statistics.
+
+    Because the map is affine per feature, it folds into the LayerNorm's own weight and bias: gamma' = gamma * s,
+    beta' = (beta - mu_t) * s + mu_s, s = sigma_s / sigma_t. The saved model is that folded, plain classifier: the
+    model for the target domain, loadable without anything of this module (its source-domain parameters are the ones
+    it started from, before the fold).
+    """
+
+    inputs = (DOMAIN,)
+
+    def __init__(self, model: nn.Module, blocks: int | None = None, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.paths = block_output_norms(model, blocks)
+        self.momentum, self.eps = momentum, eps
+        inner = unwrap_model(model)
+        for i, path in enumerate(self.paths):
+            width = inner.get_submodule(path).weight.shape[0]
+            self.register_buffer(f"mean_{i}", torch.zeros(2, width))
+            self.register_buffer(f"var_{i}", torch.ones(2, width))
+        self.register_buffer("seen", torch.zeros(len(self.paths), 2))  # batches seen per layer and domain
+
+    def stats(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"mean_{i}"), getattr(self, f"var_{i}")
+
+    def ready(self, i: int) -> bool:
+        return bool((self.seen[i] > 0).all())
+
+    @torch.no_grad()
+    def _update(self, i: int, output: torch.Tensor, domain: torch.Tensor, mask: torch.Tensor) -> None:
+        mean, var = self.stats(i)
+        for d in (SOURCE, TARGET):
+            rows = domain == d
+            if not rows.any():
+                continue
+            weights = mask[rows].unsqueeze(-1).to(torch.float32)
+            values = output[rows].to(torch.float32)
+            count = weights.sum((0, 1)).clamp(min=1.0)
+            batch_mean = (values * weights).sum((0, 1)) / count
+            batch_var = ((values - batch_mean) ** 2 * weights).sum((0, 1)) / count
+            rate = 1.0 if self.seen[i, d] == 0 else self.momentum
+            mean[d].lerp_(batch_mean, rate)
+            var[d].lerp_(batch_var, rate)
+            self.seen[i, d] += 1
+
+    def _shift(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, offset) mapping a target feature onto the source's moments: y' = y * scale + offset."""
+        mean, var = self.stats(i)
+        scale = torch.sqrt(var[SOURCE] + self.eps) / torch.sqrt(var[TARGET] + self.eps)
+        return scale, mean[SOURCE] - mean[TARGET] * scale
+
+    def during_forward(self, model, batch, taken):
+        domain = taken.get(DOMAIN)
+        if domain is None:
+            return contextlib.nullcontext()
+        mask = batch.get("attention_mask")
+        inner = unwrap_model(model)
+
+        def hook_for(i: int):
+            def hook(module, args, output):
+                d = domain.to(output.device)
+                m = mask.to(output.device) if mask is not None else torch.ones(output.shape[:2], device=output.device)
+                if module.training:
+                    self._update(i, output, d, m)
+                if not self.ready(i) or not (d == TARGET).any():
+                    return output
+                scale, offset = self._shift(i)
+                shifted = output * scale.to(output.dtype) + offset.to(output.dtype)
+                return torch.where((d == TARGET)[:, None, None], shifted, output)
+            return hook
+
+        @contextlib.contextmanager
+        def hooked():
+            handles = [inner.get_submodule(path).register_forward_hook(hook_for(i)) for i, path in enumerate(self.paths)]
+            try:
+                yield
+            finally:
+                for handle in handles:
+                    handle.remove()
+
+        return hooked()
+
+    def loss(self, taken, outputs, task_loss, step, max_steps):
+        return task_loss * 0.0, {}  # statistics only: nothing is added to the source loss
+
+    @contextlib.contextmanager
+    def folded(self, model: nn.Module):
+        """The model with the target domain's normalisation folded into the LayerNorm weights (restored after)."""
+        inner = unwrap_model(model)
+        kept = []
+        with torch.no_grad():
+            for i, path in enumerate(self.paths):
+                if not self.ready(i):
+                    continue
+                norm = inner.get_submodule(path)
+                kept.append((norm, norm.weight.detach().clone(), norm.bias.detach().clone()))
+                scale, offset = self._shift(i)
+                norm.weight.mul_(scale.to(norm.weight.dtype))
+                norm.bias.mul_(scale.to(norm.bias.dtype)).add_(offset.to(norm.bias.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for norm, weight, bias in kept:
+                    norm.weight.copy_(weight)
+                    norm.bias.copy_(bias)
+
+    def saving(self, model, final):
+        return self.folded(model) if final else contextlib.nullcontext()

@@ -1,0 +1,230 @@
+"""The domain-adaptation task: its options, its `load` step, the objective it attaches to the model, its diagnostics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import HfTransferError
+from ..task import Args, TaskData, mixed_precision
+
+METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm")
+# Weight 1 for DANN and MMD, as their papers (Ganin et al. 2016, Long et al. 2015). Deep CORAL's term scales with the
+# features' spread and 1/(4 d^2), so 1 is only a neutral start for CORAL: fix it without target labels, e.g. by Sun &
+# Saenko's rule (the CORAL loss about the classification loss at the end of training), as
+# benchmarks/amazon_domain_adaptation.py does on one declared pair.
+DEFAULT_WEIGHTS = {"dann": 1.0, "coral": 1.0, "mmd": 1.0}
+
+
+@dataclass
+class AdaptationArgs:
+    adaptation: str = field(
+        default="dann",
+        metadata={"help": "source_only: the source task alone (the reference). dann: domain-adversarial (gradient "
+                  "reversal). coral: match feature means and covariances. mmd: multi-kernel MMD. domain_norm: per-domain "
+                  "normalisation statistics at each block's output LayerNorm (AdaBN), folded into the saved model."},
+    )
+    adaptation_weight: float | None = field(
+        default=None, metadata={"help": f"Weight of the adaptation loss (dann, coral, mmd; defaults {DEFAULT_WEIGHTS})."}
+    )
+    target_per_source: int = field(
+        default=1, metadata={"help": "Target rows in every batch per source row (the batch's fixed proportion)."}
+    )
+    warmup_gamma: float | None = field(
+        default=None,
+        metadata={"help": "dann, coral, mmd: steepness of the warm-up 2/(1+exp(-gamma p))-1, p = step/max_steps, of DANN's "
+                  "reversal coefficient and of CORAL's and MMD's weight (default 10; 0: no warm-up)."},
+    )
+    domain_head_hidden: int | None = field(default=None, metadata={"help": "dann: hidden units of the domain classifier (default 256)."})
+    coral_means: bool | None = field(default=None, metadata={"help": "coral: also match the feature means (default true)."})
+    mmd_kernels: int | None = field(default=None, metadata={"help": "mmd: number of Gaussian kernels (default 5)."})
+    mmd_kernel_multiplier: float | None = field(default=None, metadata={"help": "mmd: ratio of neighbouring bandwidths (default 2)."})
+    domain_norm_blocks: int | None = field(
+        default=None, metadata={"help": "domain_norm: per-domain statistics at the top N blocks (default: every block)."}
+    )
+    diagnostic_samples: int = field(
+        default=500,
+        metadata={"help": "Rows per domain for the proxy A-distance before and after training (0: no diagnostics)."},
+    )
+    feature_views: bool = field(
+        default=False, metadata={"help": "Write domain_features.png: PCA of the features before and after, coloured by domain."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.adaptation not in METHODS:
+            raise HfTransferError(f"unknown --adaptation '{self.adaptation}'; choose one of {', '.join(METHODS)}")
+        only_for = {
+            "adaptation_weight": ("dann", "coral", "mmd"), "warmup_gamma": ("dann", "coral", "mmd"), "domain_head_hidden": ("dann",),
+            "coral_means": ("coral",), "mmd_kernels": ("mmd",), "mmd_kernel_multiplier": ("mmd",),
+            "domain_norm_blocks": ("domain_norm",),
+        }
+        for option, methods in only_for.items():
+            if getattr(self, option) is not None and self.adaptation not in methods:
+                raise HfTransferError(f"--{option} applies to --adaptation {' or '.join(methods)}, not '{self.adaptation}'")
+        for option in ("adaptation_weight", "warmup_gamma"):
+            value = getattr(self, option)
+            if value is not None and not value >= 0:  # also refuses NaN
+                raise HfTransferError(f"--{option} must be >= 0, got {value}")
+        for option in ("target_per_source", "domain_head_hidden", "mmd_kernels"):
+            value = getattr(self, option)
+            if value is not None and value < 1:
+                raise HfTransferError(f"--{option} must be at least 1, got {value}")
+        if self.mmd_kernel_multiplier is not None and not self.mmd_kernel_multiplier > 1:
+            raise HfTransferError(f"--mmd_kernel_multiplier must be > 1, got {self.mmd_kernel_multiplier}")
+        if self.diagnostic_samples < 0:
+            raise HfTransferError(f"--diagnostic_samples must be >= 0, got {self.diagnostic_samples}")
+        if self.feature_views and not self.diagnostic_samples:
+            raise HfTransferError("--feature_views draws the diagnostics' features: give --diagnostic_samples > 0")
+
+    @property
+    def weight(self) -> float:
+        return DEFAULT_WEIGHTS.get(self.adaptation, 0.0) if self.adaptation_weight is None else self.adaptation_weight
+
+    @property
+    def uses_target_in_training(self) -> bool:
+        return self.adaptation != "source_only"
+
+
+def check_combination(args: Args) -> None:
+    """Method x strategy combinations that cannot work, refused before anything loads."""
+    options, strategy = args[AdaptationArgs], args.strategy
+    if strategy.cache_frozen_prefix and options.uses_target_in_training:
+        raise HfTransferError("--cache_frozen_prefix is not offered with domain adaptation (target rows join every "
+                              "batch); drop it or use --adaptation source_only")
+    if options.adaptation == "domain_norm" and strategy.strategy in ("lora", "peft"):
+        raise HfTransferError("--adaptation domain_norm folds the target's statistics into the LayerNorm weights of the "
+                              f"saved model, which a {strategy.strategy} adapter does not save; use --strategy full, freeze "
+                              "or gradual")
+
+
+def load_domain_adaptation_task(args: Args) -> TaskData:
+    """Source and target text, the model's config and tokenizer, batches of both domains, accuracy on each."""
+    from ..data.domains import DomainBatchCollator, DomainDataArgs, load_domains, with_domain
+    from ..data.text import text_collator
+    from ..loaders import ensure_pad_token
+    from ..metrics import compute_classification_metrics
+    from ..models import load_config, load_tokenizer
+
+    check_combination(args)
+    options, data_args = args[AdaptationArgs], args[DomainDataArgs]
+    config = load_config(args.model)
+    args.strategy.check_config(config)
+    tokenizer = load_tokenizer(args.model)
+    ensure_pad_token(tokenizer, config)
+    paired = options.target_per_source if options.uses_target_in_training else 0
+    domains = load_domains(data_args, tokenizer, seed=args.training.seed, paired=paired)
+    config.id2label = dict(enumerate(domains.label_names))
+    config.label2id = {name: i for i, name in enumerate(domains.label_names)}
+    collator = text_collator(data_args, tokenizer, mixed_precision=mixed_precision(args.training))
+    datasets = domains.datasets
+    if options.uses_target_in_training:
+        # Evaluation batches say their domain too (per-domain normalisation maps target rows).
+        for split in [s for s in datasets if s != "train"]:
+            datasets[split] = with_domain(datasets[split], 1 if split == "target" else 0)
+        collator = DomainBatchCollator(collator, domains.target)
+    return TaskData(
+        datasets=datasets,
+        collator=collator,
+        processing_class=tokenizer,
+        config=config,
+        compute_metrics=compute_classification_metrics,
+        report={**domains.report, "adaptation": options.adaptation,
+                "adaptation_weight": options.weight if options.adaptation in DEFAULT_WEIGHTS else None,
+                "target_per_source": options.target_per_source if options.uses_target_in_training else 0},
+        eval_splits=("validation", "test", "target"),
+        extra={"target": domains.target, "padding": text_collator(data_args, tokenizer, mixed_precision=False)},
+    )
+
+
+def build_objective(model, options: AdaptationArgs):
+    """The objective of `options.adaptation` for `model` (None for source_only)."""
+    from .objectives import Coral, DomainAdversarial, DomainNormalisation, MultiKernelMMD, feature_width
+
+    method = options.adaptation
+    gamma = 10.0 if options.warmup_gamma is None else options.warmup_gamma
+    if method == "dann":
+        return DomainAdversarial(feature_width(model), options.weight, hidden=options.domain_head_hidden or 256, gamma=gamma)
+    if method == "coral":
+        return Coral(options.weight, means=True if options.coral_means is None else options.coral_means, gamma=gamma)
+    if method == "mmd":
+        return MultiKernelMMD(options.weight, kernels=options.mmd_kernels or 5, multiplier=options.mmd_kernel_multiplier or 2.0,
+                              gamma=gamma)
+    if method == "domain_norm":
+        return DomainNormalisation(model, blocks=options.domain_norm_blocks)
+    return None
+
+
+def prepare_adaptation_model(model, args: Args):
+    """The strategy first (freeze, LoRA, ...), then the method's objective joins the model (and so the optimizer,
+    the layer map's head group and checkpoints; never the saved classifier)."""
+    from ..strategies import apply_strategy
+    from ..trainer import attach_objective
+
+    model = apply_strategy(model, args.strategy)
+    objective = build_objective(model, args[AdaptationArgs])
+    if objective is not None:
+        attach_objective(model, args[AdaptationArgs].adaptation, objective)
+    return model
+
+
+def _samples(data: TaskData, n: int, seed: int):
+    import numpy as np
+
+    def first(dataset):
+        order = np.random.default_rng(seed).permutation(len(dataset))[:n]
+        return dataset.select(sorted(order.tolist()))
+
+    return first(data.datasets["train"]), first(data.extra["target"])
+
+
+def _diagnose(trainer, args: Args, data: TaskData, when: str) -> tuple:
+    """The diagnostic rows' features, and how far apart the domains are in them: proxy A-distance, and the CORAL and
+    MMD divergences over the whole sample (what the methods shrink, batch by batch, in training)."""
+    import torch
+
+    from .diagnostics import domain_features, proxy_a_distance
+    from .objectives import SOURCE, TARGET, coral_loss, mmd_loss
+
+    source, target = _samples(data, args[AdaptationArgs].diagnostic_samples, args.training.seed)
+    padding = data.extra["padding"]
+    features = (domain_features(trainer.model, source, padding, SOURCE), domain_features(trainer.model, target, padding, TARGET))
+    s, t = (torch.from_numpy(f).double() for f in features)
+    return features, {f"proxy_a_distance_{when}": round(proxy_a_distance(*features, seed=args.training.seed), 4),
+                      f"coral_divergence_{when}": float(coral_loss(s, t)), f"mmd_divergence_{when}": float(mmd_loss(s, t))}
+
+
+def diagnose_before(trainer, args: Args, data: TaskData) -> dict:
+    """Before training: how far apart the domains are in the starting model's features (a `Task.before_train`)."""
+    if not args[AdaptationArgs].diagnostic_samples:
+        return {}
+    data.extra["features_before"], found = _diagnose(trainer, args, data, "before")
+    return found
+
+
+def diagnose_after(trainer, args: Args, data: TaskData, train_metrics: dict) -> dict:
+    """After training: the proxy A-distance again, and the feature view when asked (a `Task.after_train`)."""
+    from pathlib import Path
+
+    options = args[AdaptationArgs]
+    if not options.diagnostic_samples:
+        return {}
+    after, found = _diagnose(trainer, args, data, "after")
+    if options.feature_views and trainer.is_world_process_zero():
+        from .diagnostics import plot_domain_views
+
+        plot_domain_views({"before training": data.extra["features_before"], f"after ({options.adaptation})": after},
+                          Path(args.training.output_dir))
+    return {**found, "diagnostic_samples_per_domain": len(after[0])}
+
+
+def adaptation_lines(results: dict) -> list[str]:
+    """Summary lines: target accuracy beside source accuracy, and how far apart the domains looked."""
+    lines = [f"adaptation: {results.get('adaptation')}"
+             + (f" (weight {results['adaptation_weight']:g})" if results.get("adaptation_weight") is not None else "")]
+    if "target_accuracy" in results:
+        source = results.get("validation_accuracy")
+        gap = f", gap {100 * (source - results['target_accuracy']):+.1f} points" if source is not None else ""
+        lines.append(f"accuracy: source (validation) {100 * source:.1f}, target {100 * results['target_accuracy']:.1f}{gap}"
+                     if source is not None else f"accuracy: target {100 * results['target_accuracy']:.1f}")
+    if "proxy_a_distance_before" in results and "proxy_a_distance_after" in results:
+        lines.append(f"proxy A-distance (0 = domains indistinguishable, 2 = separable): "
+                     f"{results['proxy_a_distance_before']:.3f} before -> {results['proxy_a_distance_after']:.3f} after")
+    return lines

@@ -1,0 +1,324 @@
+"""Domain adaptation: each objective's maths against an independent computation, per-domain normalisation folded
+into the saved model, a killed-and-resumed DANN run equal to an uninterrupted one, bad input refused in one line,
+and the methods composing with LoRA and freezing (the saved classifier loads without the extra heads)."""
+import json
+import math
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from adaptation_helpers import adaptation_argv, write_domains
+from conftest import one_line_error, tiny_model
+from hf_transfer.adaptation import (
+    DOMAIN, DomainNormalisation, block_output_norms, coral_loss, dann_coefficient, mmd_loss, reverse_gradient,
+)
+from hf_transfer.errors import run_cli
+from hf_transfer.trainer import OBJECTIVES, OBJECTIVES_FILE, attach_objective
+from recipes import domain_adaptation
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine its synchronisation costs more
+    than it brings (the same choice as the notebook test); the previous setting comes back after this module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory):
+    return write_domains(tmp_path_factory.mktemp("domains"))
+
+
+# --- the maths ---
+
+def _two_samples(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(7, 4)), rng.normal(0.5, 2.0, size=(5, 4))
+
+
+def test_coral_is_the_covariance_and_mean_distance_numpy_computes():
+    s, t = _two_samples()
+    d = s.shape[1]
+    covariance = ((np.cov(s, rowvar=False) - np.cov(t, rowvar=False)) ** 2).sum() / (4 * d * d)
+    means = ((s.mean(0) - t.mean(0)) ** 2).sum() / d
+    got = coral_loss(torch.from_numpy(s), torch.from_numpy(t))
+    assert math.isclose(float(got), covariance + means, rel_tol=1e-12)
+    assert math.isclose(float(coral_loss(torch.from_numpy(s), torch.from_numpy(t), means=False)), covariance, rel_tol=1e-12)
+
+
+def test_mmd_is_the_direct_multi_kernel_sum():
+    s, t = _two_samples(1)
+    points = np.concatenate([s, t])
+    n = len(points)
+    squared = [[float(((a - b) ** 2).sum()) for b in points] for a in points]
+    base = sum(squared[i][j] for i in range(n) for j in range(n) if i != j) / (n * n - n)
+    bandwidths = [base * 2.0 ** (i - 2) for i in range(5)]
+
+    def k(i, j):
+        return sum(math.exp(-squared[i][j] / b) for b in bandwidths)
+
+    ns = len(s)
+    source, target = range(ns), range(ns, n)
+    expected = (sum(k(i, j) for i in source for j in source) / ns ** 2
+                + sum(k(i, j) for i in target for j in target) / len(t) ** 2
+                - 2 * sum(k(i, j) for i in source for j in target) / (ns * len(t)))
+    assert math.isclose(float(mmd_loss(torch.from_numpy(s), torch.from_numpy(t))), expected, rel_tol=1e-10)
+    assert float(mmd_loss(torch.from_numpy(s), torch.from_numpy(s))) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gradient_reversal_is_the_identity_forward_and_flips_the_gradient_exactly():
+    x = torch.randn(4, 3, requires_grad=True)
+    upstream = torch.randn(4, 3)
+    assert torch.equal(reverse_gradient(x, 0.7), x)
+    (reverse_gradient(x, 1.0) * upstream).sum().backward()
+    assert torch.equal(x.grad, -upstream)
+    x.grad = None
+    (reverse_gradient(x, 0.25) * upstream).sum().backward()
+    assert torch.equal(x.grad, -0.25 * upstream)
+
+
+def test_dann_coefficient_is_ganins_warm_up_as_a_function_of_the_step():
+    # 2 / (1 + exp(-g p)) - 1 is tanh(g p / 2): an independent form of the same schedule.
+    assert dann_coefficient(0, 100) == 0.0
+    for step in (1, 10, 30, 50, 100):
+        assert math.isclose(dann_coefficient(step, 100), math.tanh(10 * step / 100 / 2), rel_tol=1e-12)
+    assert math.isclose(dann_coefficient(100, 100), 0.9999092042625951, rel_tol=1e-12)
+    assert math.isclose(dann_coefficient(40, 80, gamma=2.0), math.tanh(0.5), rel_tol=1e-12)
+    assert dann_coefficient(7, 50, gamma=0.0) == 1.0  # gamma 0: no warm-up
+    values = [dann_coefficient(s, 50) for s in range(51)]
+    assert values == sorted(values) and dann_coefficient(80, 50) == dann_coefficient(50, 50)
+
+
+# --- per-domain normalisation ---
+
+def _norm_batch(seed):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(6, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[4, 3:] = 0
+    return {"input_ids": torch.randint(5, 128, (6, 9), generator=g), "attention_mask": mask}, torch.tensor([0, 0, 0, 1, 1, 1])
+
+
+def test_domain_norm_tracks_masked_statistics_and_folds_exactly_into_the_layer_norms():
+    model = tiny_model("bert")
+    objective = attach_objective(model, "domain_norm", DomainNormalisation(model))
+    assert objective.paths == ["bert.encoder.layer.0.output.LayerNorm", "bert.encoder.layer.1.output.LayerNorm"]
+    assert block_output_norms(model, 1) == objective.paths[1:]
+    top = model.get_submodule(objective.paths[-1])
+    seen = {}
+    capture = top.register_forward_hook(lambda m, a, out: seen.setdefault("out", out.detach()))  # before the objective's hook
+    batch, domain = _norm_batch(0)
+    model.train()
+    with objective.during_forward(model, batch, {DOMAIN: domain}):
+        model(**batch)
+    capture.remove()
+    # The first batch sets the statistics: the mean over the source rows' real tokens, computed here independently.
+    out, mask = seen["out"].numpy(), batch["attention_mask"].numpy().astype(bool)
+    source_tokens = out[:3][mask[:3]]
+    np.testing.assert_allclose(objective.mean_1[0].numpy(), source_tokens.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(objective.var_1[0].numpy(), source_tokens.var(0), rtol=1e-4, atol=1e-6)
+    for seed in (1, 2):
+        batch, domain = _norm_batch(seed)
+        with objective.during_forward(model, batch, {DOMAIN: domain}):
+            model(**batch)
+
+    model.eval()
+    batch, domain = _norm_batch(3)
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with objective.during_forward(model, batch, {DOMAIN: domain}):
+            hooked = model(**batch).logits
+        with objective.folded(model):
+            folded = model(**batch).logits
+        restored = model(**batch).logits
+    assert torch.equal(hooked[:3], plain[:3]), "source rows must pass unchanged"
+    assert not torch.allclose(hooked[3:], plain[3:]), "target rows were not normalised"
+    torch.testing.assert_close(folded[3:], hooked[3:], rtol=1e-5, atol=1e-6)  # the fold is the same affine map
+    assert torch.equal(restored, plain)
+
+
+# --- the recipe ---
+
+def _logged(out, key):
+    return [e[key] for e in json.loads((out / "log_history.json").read_text()) if key in e]
+
+
+def test_killed_and_resumed_dann_run_equals_the_uninterrupted_run(tiny_text_model_dir, domains, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "run"
+    argv = adaptation_argv(tiny_text_model_dir, domains, out, "--adaptation", "dann", "--save_strategy", "steps",
+                           "--save_steps", "2", "--save_total_limit", "5")
+    whole = domain_adaptation.main(argv)
+    assert whole["global_step"] == 4
+    expected = load_file(out / "model.safetensors")
+    expected_head = load_file(out / "checkpoint-4" / OBJECTIVES_FILE)
+    coefficients = _logged(out, "dann_coefficient")
+    # Source and adaptation losses are logged apart; the coefficient rises with the step (Ganin's warm-up).
+    assert len(_logged(out, "task_loss")) == len(_logged(out, "adaptation_loss")) == 4
+    assert coefficients[0] == 0.0 and coefficients == sorted(coefficients)
+    assert coefficients[3] == pytest.approx(dann_coefficient(3, 4), abs=1e-6)
+
+    shutil.rmtree(out / "checkpoint-4")  # what a kill right after checkpoint-2 leaves
+    resumed = domain_adaptation.main(argv + ["--resume_from_checkpoint", "last"])
+    assert resumed["resumed_from_step"] == 2 and resumed["global_step"] == 4
+    got = load_file(out / "model.safetensors")
+    assert got.keys() == expected.keys() and not any(OBJECTIVES in k for k in got)
+    assert not [k for k in expected if not torch.equal(got[k], expected[k])]
+    got_head = load_file(out / "checkpoint-4" / OBJECTIVES_FILE)
+    assert all(torch.equal(got_head[k], expected_head[k]) for k in expected_head) and "dann.domain_head.0.weight" in got_head
+    assert _logged(out, "dann_coefficient")[-2:] == coefficients[-2:]
+    # The saved classifier is a plain one: it loads with nothing missing and nothing left over.
+    _, info = AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+@pytest.mark.parametrize("file, extra, message", [
+    ("empty_target", [], "the target set is empty"),
+    ("unlabelled_source", [], "no label column found"),
+    ("other_column_target", [], "no 'text' column, the source's text column"),
+    (None, ["--adaptation", "bogus"], "unknown --adaptation 'bogus'"),
+    (None, ["--adaptation", "coral", "--adaptation_weight", "-0.5"], "--adaptation_weight must be >= 0"),
+], ids=["empty target", "source without labels", "different text columns", "unknown method", "negative weight"])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tiny_text_model_dir, domains, tmp_path, monkeypatch, capsys,
+                                                          file, extra, message):
+    files = dict(domains)
+    if file == "unlabelled_source":
+        files["train"], files["validation"] = domains[file], domains[file]
+    elif file:
+        files["target"] = domains[file]
+    out = tmp_path / "out"
+    monkeypatch.delenv("HF_TRANSFER_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["domain_adaptation.py", *adaptation_argv(tiny_text_model_dir, files, out, *extra)])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(domain_adaptation.main)
+    assert exit_info.value.code == 2
+    assert message in one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def _accuracy(model_or_folder, tokenizer_dir, csv_path):
+    import csv
+
+    from transformers import AutoTokenizer
+
+    rows = list(csv.DictReader(open(csv_path)))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = model_or_folder
+    model.eval()
+    with torch.no_grad():
+        logits = model(**tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")).logits
+    names = model.config.id2label
+    return float(np.mean([names[int(i)] == r["label"] for i, r in zip(logits.argmax(-1), rows)]))
+
+
+def test_lora_with_dann_trains_the_domain_head_and_the_adapter_reloads_without_it(tiny_text_model_dir, domains, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    out = tmp_path / "lora"
+    metrics = domain_adaptation.main(adaptation_argv(
+        tiny_text_model_dir, domains, out, "--strategy", "lora", "--lora_r", "4", "--adaptation", "dann",
+        "--save_strategy", "steps", "--save_steps", "2"))
+    assert metrics["global_step"] == 4
+    early, late = (load_file(out / f"checkpoint-{s}" / OBJECTIVES_FILE) for s in (2, 4))
+    assert any(not torch.equal(early[k], late[k]) for k in early), "the domain head did not train"
+    assert metrics["trainable_parameters"] > sum(v.numel() for v in late.values())  # adapters + head + domain head
+    assert not any(OBJECTIVES in k for k in load_file(out / "adapter_model.safetensors"))
+    config = AutoConfig.from_pretrained(out)
+    model = AutoPeftModelForSequenceClassification.from_pretrained(out, id2label=config.id2label, label2id=config.label2id)
+    assert not any(OBJECTIVES in name for name, _ in model.named_parameters())
+    assert _accuracy(model, out, domains["target"]) == pytest.approx(metrics["target_accuracy"])
+
+
+def test_domain_norm_run_saves_the_target_domain_classifier(tiny_text_model_dir, domains, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "norm"
+    metrics = domain_adaptation.main(adaptation_argv(
+        tiny_text_model_dir, domains, out, "--adaptation", "domain_norm", "--diagnostic_samples", "8", "--feature_views", "true"))
+    assert (out / "domain_features.png").is_file()
+    assert {"proxy_a_distance_before", "proxy_a_distance_after", "coral_divergence_after"} <= set(metrics)
+    # The target accuracy measured with the per-domain statistics is the saved (folded) plain model's own accuracy.
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert _accuracy(model, out, domains["target"]) == pytest.approx(metrics["target_accuracy"])
+    assert metrics["validation_accuracy"] >= 0 and metrics["target_scored_rows"] == 24
+
+
+def test_compare_reports_arms_by_domain_pair_and_coral_composes_with_freezing(tiny_text_model_dir, domains, tmp_path):
+    from safetensors.torch import load_file
+
+    from recipes import compare
+
+    swapped = f"--train_file {domains['target']} --validation_file {domains['target']} --target_file {domains['train']}"
+    common = ["--model_name_or_path", str(tiny_text_model_dir), "--validation_file", str(domains["validation"]),
+              "--per_device_train_batch_size", "8", "--max_steps", "2", "--learning_rate", "1e-3", "--logging_steps", "1",
+              "--save_strategy", "no", "--eval_strategy", "no", "--diagnostic_samples", "0", "--disable_tqdm", "true"]
+    result = compare.main([
+        "--recipe", "domain_adaptation", "--references", "false", "--seeds", "1", "--in_process", "true",
+        "--output_dir", str(tmp_path / "compare"), "--recipe_args", " ".join(common),
+        "--strategies", "source_only=--adaptation source_only",
+        "frozen_coral=--adaptation coral --adaptation_weight 10 --strategy freeze --freeze_bottom 1",
+        "--variants", f"forward=--train_file {domains['train']} --target_file {domains['target']}", f"swapped={swapped}",
+    ])
+    assert result["metric"] == "target_accuracy"
+    assert [(r["variant"], r["arm"]) for r in result["runs"]] == [
+        ("forward", "source_only"), ("forward", "frozen_coral"), ("swapped", "source_only"), ("swapped", "frozen_coral")]
+    table = (tmp_path / "compare" / "report.md").read_text().split("## target_accuracy by variant")[1]
+    assert "| arm | forward | swapped | mean over 2 |" in table
+    # Each cell is the run's own target accuracy, its source validation accuracy beside it in brackets.
+    run = next(r for r in result["runs"] if r["variant"] == "swapped" and r["arm"] == "frozen_coral")
+    row = next(line for line in table.splitlines() if line.startswith("| frozen_coral |"))
+    assert f"{100 * run['target_accuracy']:.2f} ({100 * run['validation_accuracy']:.1f})" in row
+
+    # freeze + CORAL: the adaptation loss is logged beside the source loss, and the frozen layers never moved.
+    out = tmp_path / "compare" / "variant_forward" / "frozen_coral" / "seed_1"
+    assert run["adaptation"] == "coral" and run["adaptation_weight"] == 10
+    assert all(v > 0 for v in _logged(out, "adaptation_loss")) and len(_logged(out, "task_loss")) == 2
+    assert _logged(out, "adaptation_coefficient") == [0.0, pytest.approx(dann_coefficient(1, 2), abs=1e-6)]  # warm-up
+    pretrained, saved = load_file(tiny_text_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    for name, tensor in pretrained.items():
+        frozen = name.startswith(("embeddings.", "encoder.layer.0."))
+        assert torch.equal(saved[f"bert.{name}"], tensor) == frozen or name.startswith("pooler"), name
+
+
+# --- the Amazon .review reader ---
+
+def test_review_folders_are_read_in_place_with_labels_from_the_file_names(tmp_path):
+    from hf_transfer.data.domains import read_review_folder
+
+    folder = tmp_path / "kitchen"
+    folder.mkdir()
+    record = "<review>\n<rating>\n{r}\n</rating>\n<review_text>\n{t}\n</review_text>\n</review>\n"
+    (folder / "positive.review").write_text(record.format(r=5, t="Works & lasts: 5 < 6 &quot;great&quot;")
+                                            + record.format(r=4, t="Good\nvalue"))
+    (folder / "negative.review").write_text(record.format(r=1, t="Broke in a week"))
+    data = read_review_folder(folder)
+    assert list(data["text"]) == ["Broke in a week", 'Works & lasts: 5 < 6 "great"', "Good\nvalue"]
+    assert list(data["label"]) == ["negative", "positive", "positive"] and set(data["domain"]) == {"kitchen"}
+
+
+@pytest.mark.real_data
+def test_the_amazon_reviews_parse_into_balanced_domains():
+    from conftest import SHARED_DATA
+    from hf_transfer.data.domains import read_review_folder
+
+    root = SHARED_DATA / "amazon_multidomain"
+    if not root.is_dir():
+        pytest.skip(f"the Amazon multi-domain reviews are not at {root}")
+    repeats = {}
+    for domain in ("books", "dvd", "electronics", "kitchen"):
+        data = read_review_folder(root / domain)
+        texts = list(data["text"])
+        assert len(data) == 2000 and list(data["label"]).count("positive") == 1000, domain
+        assert not any("<review_text>" in t or "</review" in t or not t.strip() for t in texts), domain
+        repeats[domain] = len(texts) - len(set(texts))
+    assert sum(repeats.values()) == 147  # the data card's count of repeated texts
