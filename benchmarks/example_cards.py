@@ -1,6 +1,7 @@
 """Example model cards: one run of each task recipe on tiny local models, its generated card kept as an example.
 
     python benchmarks/example_cards.py            # writes benchmarks/results/example_cards/<recipe>/README.md
+    python benchmarks/example_cards.py --recipes image_classification   # only these cards (the index lists every card kept)
 
 Each recipe runs the way the tests run it: a two-block model built from a config with random weights, saved to a
 temporary folder as the "pretrained" checkpoint, and a few dozen synthetic examples (review sentences, sine-tone
@@ -250,24 +251,41 @@ def write_index(cards: list[Path]) -> Path:
     return index
 
 
-def main() -> None:
+# Recipe -> how its card is made, in the index's order; a recipe whose file is absent is left out.
+CARDS = {
+    "sentiment": lambda work, models: sentiment_card(work, models["bert"]()),
+    "audio_classification": lambda work, models: audio_classification_card(work, models["wav2vec2"]()),
+    "speech_recognition": lambda work, models: speech_recognition_card(work, models["wav2vec2"]()),
+    "continued_pretraining": lambda work, models: continued_pretraining_card(work, models["bert"]()),
+    "text_to_text": lambda work, models: text_to_text_card(work, models["bert"]()),
+    "image_classification": lambda work, models: image_classification_card(work),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     import torch
 
+    parser = argparse.ArgumentParser(description="Regenerate the example model cards.")
+    parser.add_argument("--recipes", nargs="+", choices=list(CARDS), default=list(CARDS),
+                        help="Make only these cards; the others in the results folder are kept and indexed.")
+    chosen = parser.parse_args(argv).recipes
     torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention
     with tempfile.TemporaryDirectory(prefix="hf_transfer_example_cards_") as tmp:
         work = Path(tmp)
-        bert, wav2vec2 = tiny_bert(work / "tiny-bert"), tiny_wav2vec2(work / "tiny-wav2vec2")
-        cards = [
-            sentiment_card(work, bert),
-            audio_classification_card(work, wav2vec2),
-            speech_recognition_card(work, wav2vec2),
-            continued_pretraining_card(work, bert),
-        ]
-        if (REPO / "recipes" / "text_to_text.py").is_file():
-            cards.append(text_to_text_card(work, bert))
-        if (REPO / "recipes" / "image_classification.py").is_file():
-            cards.append(image_classification_card(work))
-    print(f"[example_cards] index: {write_index(cards).relative_to(REPO)}", flush=True)
+        built: dict[str, Path] = {}
+
+        def once(name, make):  # each tiny checkpoint is built when a chosen card first needs it
+            return lambda: built.setdefault(name, make(work / f"tiny-{name}"))
+
+        models = {"bert": once("bert", tiny_bert), "wav2vec2": once("wav2vec2", tiny_wav2vec2)}
+        for recipe in chosen:
+            if (REPO / "recipes" / f"{recipe}.py").is_file():
+                CARDS[recipe](work, models)
+    kept = [RESULTS / recipe / "README.md" for recipe in CARDS
+            if (RESULTS / recipe / "README.md").is_file() and (REPO / "recipes" / f"{recipe}.py").is_file()]
+    print(f"[example_cards] index: {write_index(kept).relative_to(REPO)}", flush=True)
 
 
 if __name__ == "__main__":

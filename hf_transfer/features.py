@@ -35,7 +35,7 @@ class BaselineArgs:
 
 @dataclass
 class FeatureArgs:
-    pooling: str = field(default="mean", metadata={"help": "How a text becomes one vector: 'mean' of the tokens or the first token ('cls').", "choices": ("mean", "cls")})
+    pooling: str = field(default="mean", metadata={"help": "How an example becomes one vector: 'mean' of the tokens (frames; an image's patches) or the first token ('cls', ViT's CLS token).", "choices": ("mean", "cls")})
     layer: int = field(default=-1, metadata={"help": "Hidden state to pool: -1 the last layer, 0 the embeddings, i the output of block i."})
     heads: list[str] = field(default_factory=lambda: ["logistic_regression"], metadata={"help": f"Classical heads to fit: {', '.join(HEADS)}."})
     feature_cache_dir: str = field(default="outputs/feature_cache", metadata={"help": "Where embedded features are cached (keyed by model, data and settings)."})
@@ -82,7 +82,8 @@ def frame_mask(backbone, mask: torch.Tensor | None, frames: int) -> torch.Tensor
 @torch.inference_mode()
 def embed(backbone, dataset, collator, batch_size: int = 64, pooling: str = "mean", layer: int = -1, device=None) -> np.ndarray:
     """One vector per example from a frozen encoder: the attention-masked mean of a layer's hidden states, or its first
-    position (`cls`). Text (token ids) or audio (clips the collator decodes); rows come back in the dataset's order."""
+    position (`cls`). Text (token ids), audio or images (files the collator decodes); rows come back in the dataset's
+    order. For images 'mean' is over the patches, without the CLS token."""
     device = device or next(backbone.parameters()).device
     backbone.eval()
     # Sorting by length keeps padding (and so wasted compute) small; the original order is restored after.
@@ -98,8 +99,17 @@ def embed(backbone, dataset, collator, batch_size: int = 64, pooling: str = "mea
         rows = next(iter(batch.values())).shape[0]
         output = backbone(**batch, output_hidden_states=layer != -1)
         hidden = output.last_hidden_state if layer == -1 else output.hidden_states[layer]
-        if pooling == "cls":
+        if hidden.dim() == 4:  # a convolutional image backbone (ResNet, ConvNeXt): channels x height x width, no tokens
+            if pooling == "cls":
+                raise HfTransferError(f"--pooling cls needs a model with a CLS token; {type(backbone).__name__} gives "
+                                      "feature maps: use --pooling mean (the mean over the map)")
+            pooled = hidden.flatten(2).mean(-1)
+        elif pooling == "cls":
             pooled = hidden[:, 0]
+        elif "pixel_values" in batch and batch.get("attention_mask") is None:
+            # An image model's first position is its CLS token (ViT, DeiT): 'mean' is the mean over the patches alone,
+            # so the two poolings are different views, not one mixed into the other.
+            pooled = hidden[:, 1:].mean(1) if hidden.shape[1] > 1 else hidden[:, 0]
         else:
             mask = batch.get("attention_mask")
             if mask is None and lengths is not None and "input_values" in batch:
@@ -133,7 +143,7 @@ def model_fingerprint(model) -> str:
 
 
 def _audio_reference(value) -> str:
-    """A clip as the cache sees it: its path with the file's size and modification time (a clip rewritten in place
+    """A clip or image as the cache sees it: its path with the file's size and modification time (a clip rewritten in place
     changes the key without reading the audio), or the hash of its bytes."""
     if isinstance(value, dict):
         if value.get("bytes"):
@@ -150,11 +160,15 @@ def _audio_reference(value) -> str:
 
 def data_fingerprint(dataset) -> str:
     """Hash of the inputs themselves: token ids (so a change of data, tokenizer or max length changes it), or each
-    clip's reference (path, size and modification time, or its bytes) and length (which the rate and cut follow)."""
+    clip's or image's reference (path, size and modification time, or its bytes) and a clip's length (which the rate
+    and cut follow)."""
     columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "length") if c in dataset.column_names]
     parts = [json.dumps(dataset[c][:]).encode() for c in columns]
+    # Files the collator decodes: each a path with its stamp, or its embedded bytes (audio keys are as they were).
     if "audio" in dataset.column_names:
         parts.append(json.dumps([_audio_reference(v) for v in dataset["audio"]]).encode())
+    if "image" in dataset.column_names:
+        parts.append(b"image" + json.dumps([_audio_reference(v) for v in dataset["image"]]).encode())
     return _digest(*parts)
 
 
@@ -162,6 +176,8 @@ def collator_fingerprint(collator) -> str:
     """What of a collator changes the features: an audio collator's feature extractor settings and cut; text
     collators only pad, which masked pooling does not see."""
     extractor = getattr(collator, "feature_extractor", None)
+    if extractor is None:  # an image collator: its processor sets size, resampling and normalisation
+        extractor = getattr(collator, "image_processor", None)
     if extractor is None or not hasattr(extractor, "to_dict"):
         return ""
     settings = {"feature_extractor": extractor.to_dict(), "max_seconds": getattr(collator, "max_seconds", None)}

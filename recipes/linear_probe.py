@@ -4,12 +4,15 @@
     python recipes/linear_probe.py --train_file train.csv --heads logistic_regression linear_svm mlp --k_folds 5
     python recipes/linear_probe.py --recipe audio_classification --model_name_or_path facebook/wav2vec2-base \
         --train_dir clips/train --validation_dir clips/dev
+    python recipes/linear_probe.py --recipe image_classification --train_dir images/train --validation_dir images/val \
+        --pooling cls --feature_views true          # ViT: the CLS token, or (default) the mean over the patches
 
 The first thing to try with under about a thousand labelled examples: one forward pass, seconds per head.
 `--recipe NAME` (default sentiment) picks the task: its data and model flags and its defaults, and its own
 `load` reads and checks the data, so one flag set drives both the recipe and this probe (training flags
 other than --output_dir, --seed and --per_device_eval_batch_size are accepted and unused). The recipe's
-task must be labelled (class labels: sentiment, audio_classification).
+task must be labelled (class labels: sentiment, audio_classification, image_classification). Images are embedded
+as evaluation images (no crop or flip), so cached features are the same on every call.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ DEFAULT_RECIPE = "sentiment"
 class ProbeRecipeArgs:
     recipe: str = field(
         default=DEFAULT_RECIPE,
-        metadata={"help": "The task recipe whose data, model flags and defaults to use: a labelled one (sentiment, audio_classification)."},
+        metadata={"help": "The task recipe whose data, model flags and defaults to use: a labelled one (sentiment, "
+                  "audio_classification, image_classification)."},
     )
 
 
@@ -63,7 +67,7 @@ def probe_task(name: str) -> Task:
     if not task.labelled:
         raise HfTransferError(
             f"linear_probe fits classifiers on class labels, and the {task.name} recipe has none; "
-            "use a labelled recipe (sentiment, audio_classification)"
+            "use a labelled recipe (sentiment, audio_classification, image_classification)"
         )
     return dataclasses.replace(
         task, arguments=(*task.arguments, FeatureArgs, ProbeRecipeArgs),

@@ -1,0 +1,508 @@
+"""Image data: folders per label, tables of paths or Hub datasets, every image checked up front, decoded and augmented lazily per batch.
+
+Sources: a folder holding one subfolder of images per label; a csv/jsonl/tsv/parquet table of image paths
+(relative paths resolve against the table's folder) with a label column; or a Hub dataset (or a local
+dataset folder) with an image column, cast to `Image(decode=False)` so rows stay bytes or paths. Columns,
+labels, the held-out validation split and the --max_* subsets come from the shared data layer (io, labels,
+splits).
+
+Images as they really come: grayscale, palette, RGBA/LA (composited on white, not on black), CMYK, 16-bit
+grayscale (scaled, not clipped to white) all become RGB, and the EXIF orientation is applied. Every image is
+opened, verified and decoded once before training (JPEGs at 1/8 scale, which still reads every byte), so an
+empty, truncated, non-image or missing file is found then: skipped with a count and its path in the log, or
+an error with `--on_bad_image error`; never a crash mid-epoch. The check runs after the held-out split and the
+--max_* subsets are drawn, so a large data set is not decoded whole for a small subset; a bad file drawn into a
+subset makes it that much smaller, and the report counts it (`<split>_bad_images_skipped`).
+
+Decoding happens in the collator, as for audio: rows are references plus labels, nothing decoded reaches the
+cache, and the Trainer hands one collator every split, so training rows carry an `augment` flag. Training
+images get a random resized crop and a horizontal flip (torchvision's functional ops, parameters drawn from a
+per-worker generator); every image then goes through the model's own image processor (size, normalisation).
+With both augmentations off, training images are the same every epoch, which --cache_frozen_prefix needs.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import HfTransferError
+from .io import check_files, check_not_empty, pick_column, read_file, read_splits
+from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
+from .splits import hold_out_validation, subsample
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ("image", "img", "image_path", "image_file", "path", "file", "filename", "filepath")
+# What Pillow decodes without extra plugins; a folder's other files (notes, csv) are not images and are ignored.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif")
+SPLITS = ("train", "validation", "test")
+_LISTED_PATHS = 20  # skipped files named one per log line; beyond this only counted
+_CHECK_THREADS = min(8, os.cpu_count() or 1)  # Pillow releases the GIL while decoding
+_WHITE = (255, 255, 255)
+
+
+@dataclass
+class ImageDataArgs:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (or a local dataset folder) with an image column."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    train_dir: str | None = field(default=None, metadata={"help": "Local folder with one subfolder of images per label."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Validation folder, one subfolder per label."})
+    test_dir: str | None = field(default=None, metadata={"help": "Test folder, one subfolder per label, evaluated once after training."})
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "Local table (csv, tsv, json, jsonl, parquet) of image paths with labels; relative paths "
+                  "resolve against the table's folder."},
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation table (same formats)."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test table, evaluated once after training."})
+    image_column: str | None = field(
+        default=None, metadata={"help": f"Image column (default: an Image feature, else the first of {', '.join(IMAGE_COLUMNS)})."}
+    )
+    label_column: str | None = field(default=None, metadata={"help": f"Label column (default: the first of {', '.join(LABEL_COLUMNS)})."})
+    class_names: list[str] | None = field(
+        default=None, metadata={"help": "The declared label set, in id order; labels outside it are an error."}
+    )
+    on_bad_image: str = field(
+        default="skip",
+        metadata={"help": "Missing, empty, truncated or non-image files: 'skip' (count and paths logged) or 'error'.",
+                  "choices": ("skip", "error")},
+    )
+    validation_split_percentage: int = field(
+        default=10, metadata={"help": "Without a validation split, hold out this share of train (stratified by label)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
+    max_train_samples_per_class: int | None = field(
+        default=None, metadata={"help": "Train on a random subset with at most this many images of each label (few-shot)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N images of each split."})
+
+    def __post_init__(self) -> None:
+        for split in SPLITS:  # an empty value (`--validation_dir ""`) unsets a path a config file gave
+            for kind in ("file", "dir"):
+                if getattr(self, f"{split}_{kind}") == "":
+                    setattr(self, f"{split}_{kind}", None)
+        local = [o for o in ("train_file", "train_dir") if getattr(self, o)]
+        if self.dataset_name and local:
+            raise HfTransferError(f"give either --dataset_name or --{local[0]}, not both")
+        if len(local) > 1:
+            raise HfTransferError("give either --train_file or --train_dir, not both")
+        for split in SPLITS:
+            file, folder = getattr(self, f"{split}_file"), getattr(self, f"{split}_dir")
+            if file and folder:
+                raise HfTransferError(f"give either --{split}_file or --{split}_dir, not both")
+            if (file or folder) and self.dataset_name:
+                raise HfTransferError(f"--{split}_{'file' if file else 'dir'} cannot be combined with --dataset_name")
+            check_files({f"{split}_file": file})
+            if folder and not Path(folder).is_dir():
+                raise HfTransferError(f"--{split}_dir {folder} does not exist (a folder with one subfolder of images per label)")
+        if (self.validation_file or self.validation_dir or self.test_file or self.test_dir) and not local:
+            raise HfTransferError("--validation_*/--test_* need --train_file or --train_dir")
+        if not 0 < self.validation_split_percentage < 100:
+            raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
+        if self.max_train_samples is not None and self.max_train_samples_per_class is not None:
+            raise HfTransferError("give --max_train_samples or --max_train_samples_per_class, not both")
+
+    def require_source(self) -> None:
+        """Checked at load time, not on parse, so a config file can hold the run and the data come as flags."""
+        if not (self.dataset_name or self.train_file or self.train_dir):
+            raise HfTransferError("no training data: pass --train_dir (a folder per label), --train_file (a table of "
+                                  "image paths) or --dataset_name")
+
+
+@dataclass
+class ImageAugmentArgs:
+    random_resized_crop: bool = field(
+        default=True,
+        metadata={"help": "Training images: a random crop of --crop_scale of the area (aspect 3/4..4/3) resized to the "
+                  "model's input size, as torchvision's RandomResizedCrop. Off: resized whole, like evaluation images."},
+    )
+    crop_scale: list[float] = field(
+        default_factory=lambda: [0.08, 1.0],
+        metadata={"help": "The crop's share of the image area, min max (torchvision's default 0.08 1.0; 0.5 1.0 is "
+                  "gentler for small or low-resolution images)."},
+    )
+    horizontal_flip: bool = field(default=True, metadata={"help": "Flip half of the training images left to right."})
+
+    def __post_init__(self) -> None:
+        scale = list(self.crop_scale or [])
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise HfTransferError(f"--crop_scale takes two numbers 0 < min <= max <= 1, got {' '.join(map(str, scale))}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding: any mode Pillow opens, as RGB, upright
+# ---------------------------------------------------------------------------------------------------------
+
+def _open_target(source):
+    """What Pillow opens for a row's image value: a path, or the bytes a Hub dataset embeds."""
+    if isinstance(source, dict):
+        if source.get("bytes"):
+            return io.BytesIO(source["bytes"])
+        source = source.get("path")
+    return source
+
+
+def describe(source) -> str:
+    """The row's image as a user recognises it in a log line: its path."""
+    if isinstance(source, dict):
+        return str(source.get("path") or "<embedded bytes>")
+    return str(source)
+
+
+def to_rgb(image):
+    """`image` upright (EXIF orientation) and in RGB: transparency over white, 16-bit scaled to 8-bit."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":  # a palette with a transparent index is an alpha channel in disguise
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode in ("L", "RGB") and "transparency" in image.info):
+        # convert("RGB") would drop alpha and show whatever colour hides under transparent pixels (often black).
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (*_WHITE, 255)), rgba).convert("RGB")
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16-bit (I;16*) and 32-bit integer/float grayscale: convert("L") clips everything above 255 to white.
+        values = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if image.mode.startswith("I;16") or (values.size and values.max() > 255) else 1.0
+        image = Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(source, *, draft: bool = False):
+    """Decode one image to an upright RGB `PIL.Image`. `draft`: JPEGs at 1/8 scale (a cheap full read, for the check)."""
+    from PIL import Image
+
+    with Image.open(_open_target(source)) as image:
+        if draft and image.format == "JPEG":
+            image.draft(image.mode, (1, 1))
+        image.load()  # reads every byte: a truncated file fails here, not later
+        return to_rgb(image)
+
+
+def probe(source) -> str | None:
+    """Why the image cannot be used (a short reason for the log), or None when it decodes."""
+    from PIL import Image, UnidentifiedImageError
+
+    target = _open_target(source)
+    if target is None or (isinstance(target, str) and not target):
+        return "no image path or bytes"
+    if isinstance(target, (str, Path)):
+        if not Path(target).is_file():
+            return "file not found"
+        if Path(target).stat().st_size == 0:
+            return "empty file"
+    try:
+        with Image.open(target) as image:
+            image.verify()  # structure and checksums (PNG CRCs), without decoding
+        if isinstance(target, io.BytesIO):
+            target.seek(0)
+        load_image(target, draft=True)  # decoding: truncated data, broken EXIF, unsupported modes
+    except UnidentifiedImageError:
+        return "not an image file (format not recognised)"
+    except Image.DecompressionBombError as error:
+        return f"too large ({str(error).split('.')[0]})"
+    except (OSError, SyntaxError, ValueError, TypeError, IndexError, Image.DecompressionBombWarning) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"truncated ({message})" if "truncated" in message.lower() else f"cannot be decoded ({message})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources: folders per label, tables of paths, Hub datasets
+# ---------------------------------------------------------------------------------------------------------
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _scan_label_folders(root: str, split: str):
+    from datasets import Dataset
+
+    paths, labels = [], []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for image in sorted(p for p in folder.rglob("*") if _is_image_file(p)):
+            paths.append(str(image))
+            labels.append(folder.name)
+    if not paths:
+        loose = sum(1 for p in Path(root).iterdir() if _is_image_file(p))
+        hint = f" ({loose} images lie directly in it: put them in a subfolder named after their label)" if loose else ""
+        raise HfTransferError(
+            f"the {split} split is empty: {root} has no label subfolders with image files{hint}; image files end in "
+            f"{', '.join(IMAGE_SUFFIXES[:5])}..."
+        )
+    return Dataset.from_dict({"image": paths, "label": labels})
+
+
+def _resolve_paths(dataset, column: str, table: str):
+    """Relative paths in a table point next to the table, wherever the command runs from."""
+    base = Path(table).resolve().parent
+
+    def resolve(value):
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).expanduser()
+        # normpath: "tables/../images/a.png" is logged as the file's own path when it is skipped.
+        return os.path.normpath(path if path.is_absolute() else base / path)
+
+    return dataset.remove_columns(column).add_column(column, [resolve(v) for v in dataset[column]])
+
+
+def _image_column(dataset, asked: str | None) -> str:
+    from datasets import Image
+
+    if asked is None:
+        typed = [name for name, feature in dataset.features.items() if isinstance(feature, Image)]
+        if typed:
+            return typed[0]
+    return pick_column(dataset.column_names, asked, IMAGE_COLUMNS, "image_column", "image")
+
+
+def load_image_splits(args: ImageDataArgs):
+    """The raw splits as a DatasetDict with two columns, `image` (a path, or {bytes, path}) and `target` (the label)."""
+    from datasets import DatasetDict, Image
+
+    args.require_source()
+    if args.dataset_name:
+        raw = dict(read_splits(args.dataset_name, args.dataset_config_name, {}))
+    else:
+        raw = {}
+        for split in SPLITS:
+            file, folder = getattr(args, f"{split}_file"), getattr(args, f"{split}_dir")
+            if folder:
+                raw[split] = _scan_label_folders(folder, split)
+            elif file:
+                raw[split] = read_file(file, split)
+    check_not_empty(raw, what="image")
+
+    prepared = {}
+    for split, dataset in raw.items():
+        image_col = _image_column(dataset, args.image_column)
+        label_col = "label" if getattr(args, f"{split}_dir", None) else args.label_column
+        label_col = pick_column(dataset.column_names, label_col, LABEL_COLUMNS, "label_column", "label")
+        dataset = dataset.select_columns([image_col, label_col])
+        if isinstance(dataset.features[image_col], Image):
+            dataset = dataset.cast_column(image_col, Image(decode=False))  # bytes/path only: decoded in the collator
+        elif getattr(args, f"{split}_file", None):
+            dataset = _resolve_paths(dataset, image_col, getattr(args, f"{split}_file"))
+        renames = {image_col: "image", label_col: "target"}
+        prepared[split] = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
+    return DatasetDict(prepared)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The up-front check
+# ---------------------------------------------------------------------------------------------------------
+
+def check_images(dataset, split: str, on_bad_image: str = "skip"):
+    """Open, verify and decode every image once; drop (or refuse) the unusable ones. Returns (dataset, skipped count).
+
+    Read in batches, so a Hub dataset of embedded bytes never sits in memory whole; only the reasons are kept.
+    """
+    reasons: list[str | None] = []
+    bad: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=_CHECK_THREADS) as pool:
+        for batch in dataset.select_columns(["image"]).iter(batch_size=512):
+            found = list(pool.map(probe, batch["image"]))
+            bad += [(describe(s), r) for s, r in zip(batch["image"], found) if r is not None]
+            reasons += found
+    if bad:
+        listing = "; ".join(f"{path}: {reason}" for path, reason in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        if on_bad_image == "error":
+            raise HfTransferError(
+                f"{len(bad)} unusable image file(s) in the {split} split: {listing}; fix or remove them, or pass --on_bad_image skip"
+            )
+        logger.warning("skipped %d unusable image file(s) in the %s split (--on_bad_image skip):", len(bad), split)
+        for path, reason in bad[:_LISTED_PATHS]:
+            logger.warning("  skipped %s: %s", path, reason)
+        if len(bad) > _LISTED_PATHS:
+            logger.warning("  ... and %d more", len(bad) - _LISTED_PATHS)
+    keep = [i for i, r in enumerate(reasons) if r is None]
+    if not keep:
+        counts = Counter(reason.split(" (")[0] for _, reason in bad)
+        raise HfTransferError(
+            f"the {split} split has no usable images: all {len(reasons)} were skipped "
+            f"({', '.join(f'{n} {r}' for r, n in counts.items())}) (e.g. {bad[0][0]}: {bad[0][1]})"
+        )
+    return (dataset.select(keep) if len(keep) < len(dataset) else dataset), len(bad)
+
+
+def check_splits(data, on_bad_image: str = "skip"):
+    """`check_images` on every split; the training split is marked for augmentation. Returns (data, report)."""
+    from datasets import DatasetDict
+
+    checked, report = {}, {}
+    for split, dataset in data.items():
+        checked[split], skipped = check_images(dataset, split, on_bad_image)
+        report[f"{split}_images"] = len(checked[split])
+        report[f"{split}_bad_images_skipped"] = skipped
+    # The Trainer hands one collator every split: this flag is how it tells training rows (augmented) from others.
+    # `hf_transfer.features.embed` drops it, so frozen features are of the images as they are.
+    checked["train"] = checked["train"].add_column("augment", [True] * len(checked["train"]))
+    return DatasetDict(checked), report
+
+
+@dataclass
+class ImageClassificationData(LabelMaps):
+    datasets: object  # DatasetDict: image, labels (+ augment in train)
+    label_names: list[str]
+    report: dict  # images and skipped files per split
+
+
+def load_image_classification(args: ImageDataArgs, seed: int = 42) -> ImageClassificationData:
+    """Load, label and check an image classification data set; cheap checks (columns, labels) come first."""
+    raw = load_image_splits(args)
+    data, names = encode_labels(raw, "target", args.class_names, what="image")
+    data = hold_out_validation(data, args.validation_split_percentage, seed, stratify=True, what="image")
+    data = subsample(data, seed, args.max_train_samples, args.max_train_samples_per_class, args.max_eval_samples,
+                     eval_splits=("validation", "test"))
+    data, report = check_splits(data, args.on_bad_image)
+    return ImageClassificationData(data, names, report)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------------------
+
+def processor_output_size(image_processor) -> tuple[int, int]:
+    """(height, width) of the images the processor hands the model: its crop size when it crops, else its size."""
+    crop = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
+    for size in (crop, getattr(image_processor, "size", None)):
+        if not size:
+            continue
+        get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+        if get("height") and get("width"):
+            return int(get("height")), int(get("width"))
+        edge = get("shortest_edge") or get("longest_edge")
+        if edge:
+            return int(edge), int(edge)
+    raise HfTransferError(f"cannot tell the input size of {type(image_processor).__name__} (no size or crop_size)")
+
+
+def _interpolation(image_processor):
+    from torchvision.transforms import InterpolationMode
+
+    # PIL's resampling codes (what processors store) -> torchvision's modes; bilinear when the processor says nothing.
+    modes = {0: InterpolationMode.NEAREST, 1: InterpolationMode.LANCZOS, 2: InterpolationMode.BILINEAR,
+             3: InterpolationMode.BICUBIC, 4: InterpolationMode.BOX, 5: InterpolationMode.HAMMING}
+    resample = getattr(image_processor, "resample", None)
+    return modes.get(int(resample) if resample is not None else 2, InterpolationMode.BILINEAR)
+
+
+def crop_box(height: int, width: int, scale: tuple[float, float], rng: np.random.Generator,
+             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop: torchvision's `RandomResizedCrop.get_params`, drawn from `rng`."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    # Fallback: the central crop at the nearest allowed aspect ratio.
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class ImageCollator:
+    """Decodes, augments (rows flagged `augment`) and processes a list of rows into `pixel_values` (and `labels`).
+
+    Training rows: a random resized crop straight to the model's input size and a random flip, then the image
+    processor without its resize (its rescale and normalisation). Other rows: the image processor as it is, so
+    evaluation sees exactly what the model's own processor gives at inference.
+    """
+
+    def __init__(self, image_processor, *, augment: ImageAugmentArgs | None = None, seed: int = 42):
+        self.image_processor = image_processor
+        self.augment = augment or ImageAugmentArgs()
+        self.size = processor_output_size(image_processor)
+        self.interpolation = _interpolation(image_processor)
+        self.seed = seed
+        self._rng, self._rng_owner = None, object()
+
+    def rng(self) -> np.random.Generator:
+        # DataLoader workers get a fresh seed per worker and per epoch; reseeding from it keeps workers from
+        # repeating each other's crops. Without workers, one generator runs through the whole training. The
+        # process rank is mixed in because every rank starts from the same seed.
+        worker = torch.utils.data.get_worker_info()
+        owner = None if worker is None else worker.seed
+        if self._rng is None or owner != self._rng_owner:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
+            self._rng = np.random.default_rng([self.seed if worker is None else worker.seed, rank])
+            self._rng_owner = owner
+        return self._rng
+
+    @property
+    def inputs_vary_per_epoch(self) -> bool:
+        """Whether training images change between epochs (read by --cache_frozen_prefix): only with augmentation on."""
+        return bool(self.augment.random_resized_crop or self.augment.horizontal_flip)
+
+    def _decode(self, source):
+        try:
+            return load_image(source)
+        except Exception as error:  # noqa: BLE001 - it passed the check before training: say which file changed
+            raise HfTransferError(f"cannot decode image {describe(source)} ({error}); it was readable when the data "
+                                  "was checked before training: was it changed or removed since?") from error
+
+    def _augmented(self, image):
+        from torchvision.transforms.v2 import functional as F
+
+        rng = self.rng()
+        if self.augment.random_resized_crop:
+            top, left, h, w = crop_box(image.height, image.width, tuple(self.augment.crop_scale), rng)
+            image = F.resized_crop(image, top, left, h, w, list(self.size), interpolation=self.interpolation, antialias=True)
+        if self.augment.horizontal_flip and rng.random() < 0.5:
+            image = F.horizontal_flip(image)
+        return image
+
+    def pixel_values(self, rows: list[dict]) -> torch.Tensor:
+        train = [bool(row.get("augment")) for row in rows]
+        images = [self._decode(row["image"]) for row in rows]
+        images = [self._augmented(image) if t else image for image, t in zip(images, train)]
+        values: list = [None] * len(rows)
+        cropped = self.augment.random_resized_crop
+        for flag in (False, True):
+            index = [i for i, t in enumerate(train) if t == flag]
+            if not index:
+                continue
+            # Cropped training images are at the input size already: only rescale and normalise them.
+            kwargs = {"do_resize": False, "do_center_crop": False} if flag and cropped else {}
+            out = self.image_processor([images[i] for i in index], return_tensors="pt", **kwargs)["pixel_values"]
+            for i, value in zip(index, out):
+                values[i] = value
+        return torch.stack(values)
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = {"pixel_values": self.pixel_values(rows)}
+        if "labels" in rows[0]:
+            batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=torch.long)
+        return batch
+
+
+def check_training_args(train_args) -> None:
+    """Options that cannot work with images decoded in the collator."""
+    if train_args.remove_unused_columns:
+        raise HfTransferError(
+            "the image recipe decodes images in the collator, which needs the raw columns: pass --remove_unused_columns false"
+        )
+    if getattr(train_args, "train_sampling_strategy", None) == "group_by_length":
+        raise HfTransferError("--train_sampling_strategy group_by_length groups texts or clips by length; images have "
+                              "none: use random")
