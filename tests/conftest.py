@@ -20,6 +20,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# One thread for the whole suite: tiny models gain nothing from threads, and on a busy 2-core machine OpenMP's
+# spinning made training tests many times slower (test_trainer.py: 182 s with two threads, 13 s with one, load 5).
+# Tests that start processes set OMP_NUM_THREADS=1 for them too.
+torch.set_num_threads(1)
+
 POSITIVE = ["great", "good", "lovely", "excellent", "fun", "superb", "charming", "brilliant"]
 NEGATIVE = ["bad", "awful", "boring", "dull", "poor", "terrible", "weak", "broken"]
 NOUNS = ["movie", "phone", "hotel", "meal", "book", "service", "screen", "story"]
