@@ -102,6 +102,23 @@ _T5_LIKE = ArchitectureSpec(
     head=("decoder.final_layer_norm",),
 )
 
+# Whisper: a conv stem (conv1, conv2) and fixed position tables under the encoder's blocks; the decoder's token
+# embedding is the bottom of the decoder stack and, tied, its output projection `proj_out`: so it is in
+# `embeddings` (never the head, where "train the head only" would train the 51k x d vocabulary). The encoder's
+# final norm ends the encoder (its top block). WhisperForAudioClassification has no decoder (optional stack); its
+# `projector`, `classifier` (and `layer_weights` with a weighted layer sum) are the head. For generation the head
+# is the decoder's final norm. Paths are inside WhisperModel (generation) or the classifier itself: both name the
+# encoder `encoder`.
+_WHISPER = ArchitectureSpec(
+    embeddings=("encoder.conv1", "encoder.conv2", "encoder.embed_positions", "decoder.embed_tokens", "decoder.embed_positions"),
+    stacks=(
+        Stack("encoder", "encoder.layers", "encoder_layers", top=("encoder.layer_norm",)),
+        Stack(DECODER, "decoder.layers", "decoder_layers", optional=True),
+    ),
+    lora_targets=("q_proj", "v_proj"),  # encoder self-attention; decoder self- and cross-attention
+    head=("decoder.layer_norm",),
+)
+
 # Keyed by `config.model_type`. Module names are those of transformers 5.x (ViT's blocks moved from
 # `encoder.layer` to `layers` and its projections became q_proj/k_proj/v_proj); tests/test_layers.py
 # checks every entry against the installed version.
@@ -116,6 +133,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "wavlm": _WAV2VEC2_LIKE,
     "t5": _T5_LIKE,
     "mt5": _T5_LIKE,  # T5's layout and names; only the vocabulary (and so the tied embedding) is larger
+    "whisper": _WHISPER,
 }
 
 # Models made of two table entries (config.encoder, config.decoder), mapped by composing their specs.

@@ -1,4 +1,4 @@
-"""Audio classification (keyword spotting, speaker or language ID) with a wav2vec2, HuBERT or WavLM encoder.
+"""Audio classification (keyword spotting, speaker or language ID) with a wav2vec2, HuBERT, WavLM or Whisper encoder.
 
     accelerate launch recipes/audio_classification.py --train_dir clips/train --validation_dir clips/dev   # a folder per label
     accelerate launch recipes/audio_classification.py --config recipes/configs/audio_classification/wav2vec2_lora.yaml \
@@ -7,18 +7,20 @@
         --dataset_name <hub/dataset> --audio_column audio --label_column label --max_duration_seconds 1
 
 From Python (a notebook): `from recipes.audio_classification import main; metrics = main([...])`.
-The convolutional feature encoder stays frozen (--freeze_feature_encoder) under every strategy.
+The convolutional feature encoder stays frozen (--freeze_feature_encoder) under every strategy (Whisper: its conv stem).
+A Whisper checkpoint (WhisperForAudioClassification: encoder + projector/classifier head) takes log-mel features in
+30 s windows; `--whisper_window_seconds 1` pads short clips to 1 s instead (hf_transfer/whisper.py says what it costs).
 """
 from hf_transfer.data.audio import AudioAugmentArgs, AudioDataArgs, AudioLabelArgs
 from hf_transfer.errors import run_cli
-from hf_transfer.loaders import load_audio_classification_task, prepare_speech_model
 from hf_transfer.speech import SpeechModelArgs
 from hf_transfer.task import Task
+from hf_transfer.whisper import WhisperArgs, build_audio_model, load_audio_task, prepare_audio_model
 
 TASK = Task(
     name="audio classification",
-    arguments=(AudioDataArgs, AudioLabelArgs, AudioAugmentArgs, SpeechModelArgs),
-    load=load_audio_classification_task,
+    arguments=(AudioDataArgs, AudioLabelArgs, AudioAugmentArgs, SpeechModelArgs, WhisperArgs),
+    load=load_audio_task,  # Whisper checkpoints by hf_transfer.whisper, the wav2vec2 family by hf_transfer.loaders
     model_class="AutoModelForAudioClassification",
     # The Hugging Face audio-classification example's settings (lr 3e-5, 10% warmup); clips decode in the collator,
     # so the raw columns must reach it.
@@ -27,7 +29,8 @@ TASK = Task(
         "num_train_epochs": 5, "warmup_steps": 0.1, "per_device_eval_batch_size": 32, "remove_unused_columns": False,
         "max_duration_seconds": 10.0, "train_sampling_strategy": "group_by_length",
     },
-    prepare_model=prepare_speech_model,
+    build_model=build_audio_model,
+    prepare_model=prepare_audio_model,
 )
 main = TASK.main
 

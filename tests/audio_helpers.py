@@ -151,3 +151,26 @@ def bad_clips(tmp_path):
         "no_frames": write_clip(tmp_path / "no_frames.wav", 440.0, 16000, 0.0),
         "missing": tmp_path / "missing.wav",
     }
+
+
+def tiny_whisper_config(**overrides):
+    """A two-block, width-32 Whisper (real module names); 80 mel bins as the feature extractor makes them;
+    100 encoder positions (2 s), so a 1 s window cuts the table."""
+    from transformers import WhisperConfig
+
+    settings = dict(vocab_size=16, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                    decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_source_positions=100,
+                    max_target_positions=16, classifier_proj_size=16, decoder_start_token_id=1, pad_token_id=0,
+                    eos_token_id=0, bos_token_id=0)
+    settings.update(overrides)
+    return WhisperConfig(**settings)
+
+
+def save_whisper_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """A tiny WhisperForAudioClassification checkpoint with its feature extractor (2 s window)."""
+    from transformers import WhisperFeatureExtractor, WhisperForAudioClassification
+
+    torch.manual_seed(seed)
+    WhisperForAudioClassification(tiny_whisper_config()).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(folder)
+    return folder

