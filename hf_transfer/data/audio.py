@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ..errors import HfTransferError
-from .audio_io import add_noise, describe, probe, read_audio
-from .io import check_files, check_not_empty, pick_column, read_file
+from .audio_io import add_noise, probe, read_audio
+from .io import SPLITS, check_media_sources, check_not_empty, describe, pick_column, read_file
 from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
 from .splits import hold_out_validation, subsample
 
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 AUDIO_COLUMNS = ("audio", "file", "path", "audio_path", "audio_file", "filename", "wav")
 # What soundfile's bundled libsndfile decodes without system libraries (MP3 since libsndfile 1.1).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
-SPLITS = ("train", "validation", "test")
 _LISTED_PATHS = 20  # skipped files named one per log line; beyond this only counted
 
 
@@ -84,26 +83,7 @@ class AudioDataArgs:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N clips of each split."})
 
     def __post_init__(self) -> None:
-        for split in SPLITS:  # an empty value (`--validation_file ""`) unsets a path a config file gave
-            for kind in ("file", "dir"):
-                if getattr(self, f"{split}_{kind}") == "":
-                    setattr(self, f"{split}_{kind}", None)
-        local = [o for o in ("train_file", "train_dir") if getattr(self, o)]
-        if self.dataset_name and local:
-            raise HfTransferError(f"give either --dataset_name or --{local[0]}, not both")
-        if len(local) > 1:
-            raise HfTransferError("give either --train_file or --train_dir, not both")
-        for split in SPLITS:
-            file, folder = getattr(self, f"{split}_file"), getattr(self, f"{split}_dir")
-            if file and folder:
-                raise HfTransferError(f"give either --{split}_file or --{split}_dir, not both")
-            if (file or folder) and self.dataset_name:
-                raise HfTransferError(f"--{split}_{'file' if file else 'dir'} cannot be combined with --dataset_name")
-            check_files({f"{split}_file": file})
-            if folder and not Path(folder).is_dir():
-                raise HfTransferError(f"--{split}_dir {folder} does not exist (a folder with one subfolder of clips per label)")
-        if (self.validation_file or self.validation_dir or self.test_file or self.test_dir) and not local:
-            raise HfTransferError("--validation_*/--test_* need --train_file or --train_dir")
+        check_media_sources(self, "clips")
         if self.max_duration_seconds is not None and self.max_duration_seconds <= 0:
             raise HfTransferError(f"--max_duration_seconds must be > 0, got {self.max_duration_seconds}")
         if not 0 < self.validation_split_percentage < 100:

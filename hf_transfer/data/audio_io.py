@@ -5,7 +5,6 @@ torchcodec; resampling and noise come from torchaudio.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,21 +13,7 @@ import numpy as np
 import soundfile
 import torch
 
-
-def _open_target(source):
-    """What soundfile opens for a row's audio value: a path, or the bytes a Hub dataset embeds."""
-    if isinstance(source, dict):
-        if source.get("bytes"):
-            return io.BytesIO(source["bytes"])
-        source = source.get("path")
-    return source
-
-
-def describe(source) -> str:
-    """The row's audio as a user recognises it in a log line: its path."""
-    if isinstance(source, dict):
-        return str(source.get("path") or "<embedded bytes>")
-    return str(source)
+from .io import describe, open_target  # noqa: F401  (describe: imported from here by callers and tests)
 
 
 @dataclass(frozen=True)
@@ -40,7 +25,7 @@ class AudioHeader:
 
 def probe(source) -> AudioHeader | str:
     """The clip's header, or why it cannot be used (a short reason for the log); never decodes samples."""
-    target = _open_target(source)
+    target = open_target(source)
     if target is None or (isinstance(target, str) and not target):
         return "no audio path or bytes"
     if isinstance(target, (str, Path)) and not Path(target).is_file():
@@ -86,7 +71,7 @@ def read_audio(
     the clip faster or slower (pitch included, like sox/Kaldi speed perturbation); it is folded into the one
     resampling pass: reading a clip of rate r as if its rate were r * speed is exactly that perturbation.
     """
-    with soundfile.SoundFile(_open_target(source)) as file:
+    with soundfile.SoundFile(open_target(source)) as file:
         rate, frames = file.samplerate, file.frames
         window = frames if max_seconds is None else min(frames, int(max_seconds * rate * speed))
         if window < frames:

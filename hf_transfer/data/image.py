@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import HfTransferError
-from .io import check_files, check_not_empty, pick_column, read_file, read_splits
+from .io import SPLITS, check_media_sources, check_not_empty, describe, open_target, pick_column, read_file, read_splits
 from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
 from .splits import hold_out_validation, subsample
 
@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 IMAGE_COLUMNS = ("image", "img", "image_path", "image_file", "path", "file", "filename", "filepath")
 # What Pillow decodes without extra plugins; a folder's other files (notes, csv) are not images and are ignored.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif")
-SPLITS = ("train", "validation", "test")
 _LISTED_PATHS = 20  # skipped files named one per log line; beyond this only counted
 _CHECK_THREADS = min(8, os.cpu_count() or 1)  # Pillow releases the GIL while decoding
 _WHITE = (255, 255, 255)
@@ -86,26 +85,7 @@ class ImageDataArgs:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N images of each split."})
 
     def __post_init__(self) -> None:
-        for split in SPLITS:  # an empty value (`--validation_dir ""`) unsets a path a config file gave
-            for kind in ("file", "dir"):
-                if getattr(self, f"{split}_{kind}") == "":
-                    setattr(self, f"{split}_{kind}", None)
-        local = [o for o in ("train_file", "train_dir") if getattr(self, o)]
-        if self.dataset_name and local:
-            raise HfTransferError(f"give either --dataset_name or --{local[0]}, not both")
-        if len(local) > 1:
-            raise HfTransferError("give either --train_file or --train_dir, not both")
-        for split in SPLITS:
-            file, folder = getattr(self, f"{split}_file"), getattr(self, f"{split}_dir")
-            if file and folder:
-                raise HfTransferError(f"give either --{split}_file or --{split}_dir, not both")
-            if (file or folder) and self.dataset_name:
-                raise HfTransferError(f"--{split}_{'file' if file else 'dir'} cannot be combined with --dataset_name")
-            check_files({f"{split}_file": file})
-            if folder and not Path(folder).is_dir():
-                raise HfTransferError(f"--{split}_dir {folder} does not exist (a folder with one subfolder of images per label)")
-        if (self.validation_file or self.validation_dir or self.test_file or self.test_dir) and not local:
-            raise HfTransferError("--validation_*/--test_* need --train_file or --train_dir")
+        check_media_sources(self, "images")
         if not 0 < self.validation_split_percentage < 100:
             raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
         if self.max_train_samples is not None and self.max_train_samples_per_class is not None:
@@ -142,22 +122,6 @@ class ImageAugmentArgs:
 # Decoding: any mode Pillow opens, as RGB, upright
 # ---------------------------------------------------------------------------------------------------------
 
-def _open_target(source):
-    """What Pillow opens for a row's image value: a path, or the bytes a Hub dataset embeds."""
-    if isinstance(source, dict):
-        if source.get("bytes"):
-            return io.BytesIO(source["bytes"])
-        source = source.get("path")
-    return source
-
-
-def describe(source) -> str:
-    """The row's image as a user recognises it in a log line: its path."""
-    if isinstance(source, dict):
-        return str(source.get("path") or "<embedded bytes>")
-    return str(source)
-
-
 def to_rgb(image):
     """`image` upright (EXIF orientation) and in RGB: transparency over white, 16-bit scaled to 8-bit."""
     from PIL import Image, ImageOps
@@ -183,7 +147,7 @@ def load_image(source, *, draft: bool = False):
     """Decode one image to an upright RGB `PIL.Image`. `draft`: JPEGs at 1/8 scale (a cheap full read, for the check)."""
     from PIL import Image
 
-    with Image.open(_open_target(source)) as image:
+    with Image.open(open_target(source)) as image:
         if draft and image.format == "JPEG":
             image.draft(image.mode, (1, 1))
         image.load()  # reads every byte: a truncated file fails here, not later
@@ -194,7 +158,7 @@ def probe(source) -> str | None:
     """Why the image cannot be used (a short reason for the log), or None when it decodes."""
     from PIL import Image, UnidentifiedImageError
 
-    target = _open_target(source)
+    target = open_target(source)
     if target is None or (isinstance(target, str) and not target):
         return "no image path or bytes"
     if isinstance(target, (str, Path)):

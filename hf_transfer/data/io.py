@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -134,3 +135,48 @@ def require_columns(data, needed: list[str | None]) -> None:
             raise HfTransferError(
                 f"the {split} split has no column {', '.join(missing)}; its columns are: {', '.join(dataset.column_names)}"
             )
+
+
+# --- media referenced by rows (audio clips, images): a path, or the bytes a Hub dataset embeds ---
+def open_target(source):
+    """What a decoder (soundfile, Pillow) opens for a row's media value: a path, or the bytes a Hub dataset embeds."""
+    if isinstance(source, dict):
+        if source.get("bytes"):
+            return io.BytesIO(source["bytes"])
+        source = source.get("path")
+    return source
+
+
+def describe(source) -> str:
+    """The row's media as a user recognises it in a log line: its path."""
+    if isinstance(source, dict):
+        return str(source.get("path") or "<embedded bytes>")
+    return str(source)
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def check_media_sources(args, noun: str) -> None:
+    """The source options of a media task (a Hub dataset, or per split a table `--<split>_file` or a folder per label
+    `--<split>_dir`): empty values unset, contradictions and missing paths one line each. `noun`: "clips", "images"."""
+    for split in SPLITS:  # an empty value (`--validation_file ""`) unsets a path a config file gave
+        for kind in ("file", "dir"):
+            if getattr(args, f"{split}_{kind}") == "":
+                setattr(args, f"{split}_{kind}", None)
+    local = [o for o in ("train_file", "train_dir") if getattr(args, o)]
+    if args.dataset_name and local:
+        raise HfTransferError(f"give either --dataset_name or --{local[0]}, not both")
+    if len(local) > 1:
+        raise HfTransferError("give either --train_file or --train_dir, not both")
+    for split in SPLITS:
+        file, folder = getattr(args, f"{split}_file"), getattr(args, f"{split}_dir")
+        if file and folder:
+            raise HfTransferError(f"give either --{split}_file or --{split}_dir, not both")
+        if (file or folder) and args.dataset_name:
+            raise HfTransferError(f"--{split}_{'file' if file else 'dir'} cannot be combined with --dataset_name")
+        check_files({f"{split}_file": file})
+        if folder and not Path(folder).is_dir():
+            raise HfTransferError(f"--{split}_dir {folder} does not exist (a folder with one subfolder of {noun} per label)")
+    if (args.validation_file or args.validation_dir or args.test_file or args.test_dir) and not local:
+        raise HfTransferError("--validation_*/--test_* need --train_file or --train_dir")
