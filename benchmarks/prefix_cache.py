@@ -1,7 +1,7 @@
 """The cached frozen prefix against today's `freeze` and full fine-tuning: MiniLM-L6 on SST-2, bottom 4 of 6 blocks frozen.
 
     python benchmarks/prefix_cache.py                                     # the issue's setting: 8,000 sentences x 10 epochs
-    python benchmarks/prefix_cache.py --train_samples 2000 --epochs 5     # the reduced setting in results/prefix_cache.json
+    python benchmarks/prefix_cache.py --train_samples 2000 --epochs 5     # the reduced setting: --results benchmarks/results/prefix_cache_2000x5.json
 
 Three arms, in one process, with the same data, seed, learning rate and batches (length-grouped: the sentiment
 recipe's default), each built the way `run_task` builds a sentiment run (the recipe's own parsing, loading and

@@ -55,15 +55,29 @@ its 128 rows, against 128 uncached; with larger data the share falls each epoch)
 to the whole data set. Ranks share entries only through the disk, between runs (a rank reads the files that
 existed when it started).
 
+Whisper (audio classification, `WhisperForAudioClassification`): the prefix is the encoder's conv stem and
+position table (its "embeddings") and its bottom blocks; each clip's log-mel window is one fixed-length row, keyed
+by its features like an image, so the cached run is the uncached one bitwise. The stem is not one module but three
+calls in the encoder's own forward (`gelu(conv1)`, `gelu(conv2)`, `+ embed_positions`): while a cached batch runs,
+conv1 returns nothing, conv2 zeros (gelu(0) = 0) and the position table the stored states, so the encoder computes
+`0 + states`, exactly the states, and its trainable blocks, final norm and the head run as built. The encoder's
+dropout after the stem is part of the prefix, so with the option on the encoder's own training flag is off during
+its forward (the blocks keep theirs); LayerDrop (`encoder_layerdrop` > 0, which skips blocks at random) and the
+weighted layer sum (`use_weighted_layer_sum`, which reads every block's output) are refused, and so is the
+encoder-decoder (speech recognition: the decoder reads the encoder at every generation step).
+
 Refused (one-line HfTransferError): strategies other than freeze/feature_extraction (gradual unfreezing
 changes the frozen layers during the run; LoRA/peft adapt every block), a prefix with trainable parameters
 (adapters inside it), collators whose training inputs vary per epoch (random crops, speed or noise
 augmentation, masking: see `inputs_vary_per_epoch`), torch.compile, FSDP, DeepSpeed and DataParallel, and architectures
-other than BERT, RoBERTa, DistilBERT (MiniLM is a BERT) and ViT. For ViT every image is one fixed-length row
+other than BERT, RoBERTa, DistilBERT (MiniLM is a BERT), ViT and Whisper's encoder. For ViT every image is one fixed-length row
 (its patches and CLS token), so states are stacked, never padded, and the cached run is the uncached one bitwise;
 the image recipe's augmentation (random crops and flips) must be off (`--random_resized_crop false
---horizontal_flip false`), since an augmented image is a new input each epoch. wav2vec2/HuBERT/WavLM and T5 are
-not done: audio inputs are cropped and masked per epoch by their recipes, and T5 is an encoder-decoder.
+--horizontal_flip false`), since an augmented image is a new input each epoch; likewise the audio collators
+declare that speed or noise augmentation and random crops of long clips (`--max_duration_seconds`) vary per epoch.
+wav2vec2/HuBERT/WavLM and T5 are not done: wav2vec2's prefix is spread over its feature encoder, projection,
+SpecAugment masking (random per step by default) and the encoder's positional convolution and norm, and T5 is an
+encoder-decoder.
 """
 from __future__ import annotations
 
@@ -89,9 +103,10 @@ from .strategies import DEFAULT_PREFIX_CACHE_DIR as DEFAULT_CACHE_DIR, DEFAULT_P
 
 logger = logging.getLogger(__name__)
 
-# What each supported architecture is fed: token ids (padded rows of varying length) or pixels (one fixed-length row
-# of patch states per image). The key of an example and the shape of its stored states follow from it.
-INPUT_KINDS = {"bert": "tokens", "roberta": "tokens", "distilbert": "tokens", "vit": "pixels"}
+# What each supported architecture is fed: token ids (padded rows of varying length), or pixels or log-mel features
+# (one fixed-length row of states per image or clip). The key of an example and the shape of its states follow from it.
+INPUT_KINDS = {"bert": "tokens", "roberta": "tokens", "distilbert": "tokens", "vit": "pixels", "whisper": "features"}
+INPUT_NAMES = {"tokens": "input_ids", "pixels": "pixel_values", "features": "input_features"}
 SUPPORTED_ARCHITECTURES = tuple(INPUT_KINDS)
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FORMAT_VERSION = 1  # of the on-disk entries; part of the namespace
@@ -116,7 +131,8 @@ def check_architecture(config) -> None:
 def inputs_vary_per_epoch(collator) -> str | None:
     """Why a collator's training inputs may differ between epochs (so caching them is wrong), or None.
 
-    A collator declares it with an attribute or property `inputs_vary_per_epoch` (bool); that answer wins.
+    A collator declares it with an attribute or property `inputs_vary_per_epoch` (a bool, or a string saying why);
+    that answer wins (the audio collators declare theirs).
     Without one, these are taken to vary: a collator with augmentation settings (`augment`: audio crops,
     speed and noise; image crops and flips) and a masking collator (masked-LM: `mlm_probability` or a
     `masker`). Unknown collators that declare nothing are taken at their word: they only pad.
@@ -124,6 +140,8 @@ def inputs_vary_per_epoch(collator) -> str | None:
     if collator is None:
         return None
     declared = getattr(collator, "inputs_vary_per_epoch", None)
+    if isinstance(declared, str) and declared:
+        return declared  # the collator's own reason
     if declared is not None:
         return f"{type(collator).__name__} declares that its training inputs vary per epoch" if declared else None
     name = type(collator).__name__
@@ -157,25 +175,32 @@ def check_trainer(args, collator, *, fsdp: bool = False, deepspeed: bool = False
 
 @dataclass
 class PrefixLayout:
-    backbone: nn.Module  # the transformers base model (BertModel, ...): its forward is the one rewired
-    embeddings_attr: str  # attribute of the backbone holding the embeddings module
-    embeddings: nn.Module  # that module (kept here: while a cached batch runs, the attribute holds a stand-in)
+    backbone: nn.Module  # the module whose forward is rewired: the base model (BertModel, ViTModel) or WhisperEncoder
+    stem: dict[str, nn.Module]  # backbone attribute -> module below the blocks (while a cached batch runs, stand-ins)
     blocks_parent: nn.Module  # module holding the block list
     blocks_attr: str  # its attribute name ("layer")
     blocks: nn.ModuleList  # every block, bottom first (the original list)
     frozen: int  # how many bottom blocks belong to the prefix
+    stem_name: str = "the embeddings"
+    # Whisper: the stem's dropout is in the backbone's own forward, governed by the backbone's own training flag
+    stem_dropout_in_backbone: bool = False
 
     @property
     def width(self) -> int:
         return int(self.backbone.config.hidden_size)
 
+    @property
+    def first_stem_module(self) -> nn.Module:
+        return next(iter(self.stem.values()))
+
     def modules(self) -> list[nn.Module]:
-        return [self.embeddings, *list(self.blocks)[: self.frozen]]
+        return [*self.stem.values(), *list(self.blocks)[: self.frozen]]
 
     def describe(self) -> str:
         if self.frozen == 0:
-            return "the embeddings"
-        return f"the embeddings and block{'s' if self.frozen > 1 else ''} 0{f'-{self.frozen - 1}' if self.frozen > 1 else ''}"
+            return self.stem_name
+        blocks = f"block{'s' if self.frozen > 1 else ''} 0{f'-{self.frozen - 1}' if self.frozen > 1 else ''}"
+        return f"{self.stem_name} and {blocks}"
 
 
 def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
@@ -188,14 +213,18 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
         raise HfTransferError(f"--cache_frozen_prefix needs a transformers encoder; {type(inner).__name__} is not one")
     check_architecture(config)
     spec = architecture_spec(config.model_type)
-    backbone = inner.base_model
-    (embeddings_path,), (stack,) = spec.embeddings, spec.stacks
-    parent_path, _, blocks_attr = stack.blocks.rpartition(".")
-    blocks = backbone.get_submodule(stack.blocks)
+    if config.model_type == "whisper":
+        backbone, stem_paths, stack = _whisper_encoder(inner, spec), ("conv1", "conv2", "embed_positions"), spec.stacks[0]
+        blocks_path, stem_name = stack.blocks.removeprefix("encoder."), "the conv stem and position table"
+    else:
+        backbone, (embeddings_path,), (stack,) = inner.base_model, spec.embeddings, spec.stacks
+        stem_paths, blocks_path, stem_name = (embeddings_path,), stack.blocks, "the embeddings"
+    parent_path, _, blocks_attr = blocks_path.rpartition(".")
+    blocks = backbone.get_submodule(blocks_path)
     groups = layer_groups(inner)
     if any(p.requires_grad for p in groups[0].parameters):
-        raise HfTransferError("--cache_frozen_prefix needs frozen embeddings (--strategy freeze or feature_extraction); "
-                              "the embeddings of this model are trainable")
+        raise HfTransferError(f"--cache_frozen_prefix needs frozen embeddings (--strategy freeze or feature_extraction); "
+                              f"{stem_name} of this model {'is' if stem_name.startswith('the conv') else 'are'} trainable")
     frozen, blocking = 0, []
     for group in stack_groups(groups).get(stack.name, []):
         blocking = [n for n, p in group.named_parameters if p.requires_grad]
@@ -214,8 +243,25 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
             )
     if not isinstance(blocks, nn.ModuleList) or len(blocks) != len(stack_groups(groups).get(stack.name, [])):
         raise HfTransferError(f"--cache_frozen_prefix: {type(inner).__name__}'s blocks at '{stack.blocks}' do not match the layer map")
-    return PrefixLayout(backbone, embeddings_path, backbone.get_submodule(embeddings_path),
-                        backbone.get_submodule(parent_path) if parent_path else backbone, blocks_attr, blocks, frozen)
+    return PrefixLayout(backbone, {path: backbone.get_submodule(path) for path in stem_paths},
+                        backbone.get_submodule(parent_path) if parent_path else backbone, blocks_attr, blocks, frozen,
+                        stem_name=stem_name, stem_dropout_in_backbone=config.model_type == "whisper")
+
+
+def _whisper_encoder(inner: nn.Module, spec) -> nn.Module:
+    """Whisper's encoder as the backbone, for audio classification only (see the module doc)."""
+    config = inner.config
+    encoder = getattr(inner, "encoder", None)
+    if encoder is None or hasattr(inner, "decoder") or hasattr(inner.base_model, "decoder"):
+        raise HfTransferError("--cache_frozen_prefix covers Whisper's encoder in audio classification "
+                              "(WhisperForAudioClassification), not the encoder-decoder; drop --cache_frozen_prefix")
+    if getattr(config, "use_weighted_layer_sum", False):
+        raise HfTransferError("--cache_frozen_prefix: use_weighted_layer_sum reads every block's output, the frozen ones "
+                              "too; set it to false or drop --cache_frozen_prefix")
+    if getattr(config, "encoder_layerdrop", 0.0) > 0:
+        raise HfTransferError(f"--cache_frozen_prefix: encoder_layerdrop {config.encoder_layerdrop} skips blocks at "
+                              "random, the frozen ones too; set it to 0 or drop --cache_frozen_prefix")
+    return encoder
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -422,26 +468,50 @@ class StateStore:
 # The rewiring: hooks on the backbone
 # --------------------------------------------------------------------------------------------------------
 
-class CachedStates(nn.Module):
-    """Stands in for the embeddings while a cached batch runs: returns the prefix's states for this batch.
+class _PrefixDone(Exception):
+    """Raised by the hook on the lowest trainable block: the prefix's output is taken, nothing above it runs."""
 
-    Any other attribute the backbone's forward reads from its embeddings comes from the real module (ViT reads the
-    patch projection's dtype before embedding); the real module is not registered as a child, so it is not
-    counted twice anywhere."""
 
-    def __init__(self, embeddings: nn.Module):
+class StateFeed:
+    """The stored states of the batch being run (set by the cache's pre-hook, cleared after the forward)."""
+
+    states: torch.Tensor | None = None
+
+
+class StandIn(nn.Module):
+    """Stands in for a stem module while a cached batch runs: returns `output(states)` of this batch's stored states.
+
+    Any other attribute the backbone's forward reads from the module comes from the real one (ViT reads the patch
+    projection's dtype, Whisper the convolutions' strides and the position table's size); the real module is not
+    registered as a child, so it is not counted twice anywhere."""
+
+    def __init__(self, real: nn.Module, feed: StateFeed, output=lambda states: states):
         super().__init__()
-        self.states: torch.Tensor | None = None
-        object.__setattr__(self, "_embeddings", embeddings)
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_feed", feed)
+        object.__setattr__(self, "_output", output)
 
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(object.__getattribute__(self, "_embeddings"), name)
+            return getattr(object.__getattribute__(self, "_real"), name)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        return self.states
+        return self._output(self._feed.states)
+
+
+def stand_ins(layout: PrefixLayout, feed: StateFeed) -> dict[str, nn.Module]:
+    """What replaces each stem module while a cached batch runs. One embeddings module: the states. Whisper's
+    encoder computes `gelu(conv2(gelu(conv1(x)))).permute(0, 2, 1) + embed_positions(...)`: conv1 gives nothing,
+    conv2 zeros shaped (batch, width, positions), the position table the states: 0 + states is the states."""
+    if not layout.stem_dropout_in_backbone:
+        return {attr: StandIn(module, feed) for attr, module in layout.stem.items()}
+    return {
+        "conv1": StandIn(layout.stem["conv1"], feed, lambda states: states.new_empty(0)),
+        "conv2": StandIn(layout.stem["conv2"], feed, lambda states: states.new_zeros(states.shape[0], states.shape[2], states.shape[1])),
+        "embed_positions": StandIn(layout.stem["embed_positions"], feed),
+    }
 
 
 def row_keys(input_ids: torch.Tensor, lengths: list[int], token_type_ids: torch.Tensor | None) -> list[bytes]:
@@ -458,9 +528,10 @@ def row_keys(input_ids: torch.Tensor, lengths: list[int], token_type_ids: torch.
     return keys
 
 
-def pixel_keys(pixel_values: torch.Tensor) -> list[bytes]:
-    """One 16-byte key per image: a digest of its processed pixels, their shape and dtype."""
-    pixels = pixel_values.detach().to("cpu").contiguous()
+def tensor_keys(values: torch.Tensor) -> list[bytes]:
+    """One 16-byte key per row (an image's processed pixels, a clip's log-mel features): a digest of its values, their
+    shape and dtype."""
+    pixels = values.detach().to("cpu").contiguous()
     shape = f"{tuple(pixels.shape[1:])}|{pixels.dtype}".encode()
     keys = []
     for row in pixels:
@@ -525,7 +596,8 @@ class FrozenPrefixCache:
         self.rank = rank
         self.stats = PrefixCacheStats()
         self.storage_dtype = STORAGE_DTYPES[self.options.dtype]
-        self._feed = CachedStates(self.layout.embeddings)
+        self._feed = StateFeed()
+        self._stand_ins = stand_ins(self.layout, self._feed)
         self._prefix_blocks = nn.ModuleList(list(self.layout.blocks)[: self.layout.frozen])
         self._trainable_blocks = nn.ModuleList(list(self.layout.blocks)[self.layout.frozen:])
         self._store: StateStore | None = None
@@ -533,7 +605,8 @@ class FrozenPrefixCache:
         self.namespace: str | None = None
         self._nested = 0
         self._restore: list | None = None
-        self._state_dtype = next(self.layout.embeddings.parameters()).dtype  # until the prefix has run once
+        self._backbone_training = True
+        self._state_dtype = next(self.layout.first_stem_module.parameters()).dtype  # until the prefix has run once
         self.input_kind = INPUT_KINDS[self.layout.backbone.config.model_type]
         backbone = self.layout.backbone
         self._argument_names = list(inspect.signature(backbone.forward).parameters)
@@ -584,7 +657,7 @@ class FrozenPrefixCache:
             "model_type": config.model_type,
             "prefix_blocks": self.layout.frozen,
             "attention": getattr(config, "_attn_implementation", None),
-            "compute_dtype": str(next(self.layout.embeddings.parameters()).dtype),
+            "compute_dtype": str(next(self.layout.first_stem_module.parameters()).dtype),
             "storage_dtype": self.options.dtype,
             "device": device.type,
             "torch": torch.__version__,
@@ -607,13 +680,17 @@ class FrozenPrefixCache:
         self._restore = [(m, m.training) for m in self.layout.modules()]
         for m, _ in self._restore:
             m.eval()  # the prefix always runs in eval mode with this option, cached or not
+        backbone = self.layout.backbone
+        self._backbone_training = backbone.training
+        if self.layout.stem_dropout_in_backbone:
+            backbone.training = False  # its own flag only (the stem's dropout); its blocks keep theirs
         if flags:
             return None  # every layer's output was asked for: the whole model runs as built (prefix in eval mode)
         states = self._states(self._model_inputs(inputs))
         if torch.is_grad_enabled() and any(getattr(b, "gradient_checkpointing", False) for b in self._trainable_blocks):
             states.requires_grad_(True)  # reentrant checkpointing drops parameter gradients of inputs without grad
         self._feed.states = states
-        self._swap(self._feed, self._trainable_blocks)
+        self._swap(self._stand_ins, self._trainable_blocks)
         return None
 
     def _after(self, module, args, kwargs, output):
@@ -621,22 +698,29 @@ class FrozenPrefixCache:
             return None
         self._unswap()
         self._feed.states = None
-        for m, training in self._restore or []:
-            m.train(training)
+        if self._restore is not None:
+            for m, training in self._restore:
+                m.train(training)
+            self.layout.backbone.training = self._backbone_training
         self._restore = None
         return None
 
-    def _swap(self, embeddings: nn.Module, blocks: nn.ModuleList) -> None:
+    def _swap(self, stem: dict[str, nn.Module], blocks: nn.ModuleList) -> None:
         layout = self.layout
-        setattr(layout.backbone, layout.embeddings_attr, embeddings)
+        for attr, module in stem.items():
+            setattr(layout.backbone, attr, module)
         setattr(layout.blocks_parent, layout.blocks_attr, blocks)
 
     def _unswap(self) -> None:
-        self._swap(self.layout.embeddings, self.layout.blocks)
+        self._swap(self.layout.stem, self.layout.blocks)
 
     # --- the states of one batch ---
     def _model_inputs(self, inputs: dict) -> dict:
         """The inputs that decide the prefix's output (what keys an example), checked to be cacheable."""
+        if self.input_kind == "features":  # Whisper ignores an attention mask (its windows are padded with silence)
+            if inputs.get("input_features") is None:
+                raise HfTransferError("--cache_frozen_prefix needs input_features in every forward call")
+            return {"input_features": inputs["input_features"]}
         if self.input_kind == "pixels":
             for name in ("bool_masked_pos", "attention_mask"):
                 if inputs.get(name) is not None:
@@ -656,8 +740,8 @@ class FrozenPrefixCache:
 
     def _keys(self, inputs: dict) -> tuple[list[bytes], list[int] | None]:
         """Each row's key, and for text its unpadded length (images are one fixed-length row each: None)."""
-        if self.input_kind == "pixels":
-            return pixel_keys(inputs["pixel_values"]), None
+        if self.input_kind != "tokens":
+            return tensor_keys(inputs[INPUT_NAMES[self.input_kind]]), None
         ids = inputs["input_ids"].detach().to("cpu", torch.int64)
         rows, width = ids.shape
         attention_mask = inputs["attention_mask"]
@@ -675,7 +759,7 @@ class FrozenPrefixCache:
         return row_keys(ids, lengths, types), lengths
 
     def _states(self, inputs: dict) -> torch.Tensor:
-        first = inputs["pixel_values" if self.input_kind == "pixels" else "input_ids"]
+        first = inputs[INPUT_NAMES[self.input_kind]]
         device, rows = first.device, first.shape[0]
         self._check_fresh(device)
         keys, lengths = self._keys(inputs)
@@ -705,20 +789,32 @@ class FrozenPrefixCache:
         return hidden
 
     def _run_prefix(self, inputs: dict) -> torch.Tensor:
-        """The backbone's own forward with the block list cut to the prefix: its output is the prefix's output."""
+        """The backbone's own forward up to the prefix's output: the hidden states entering the lowest trainable
+        block, taken by a hook on that block, which then stops the forward (nothing above the prefix runs); with
+        every block frozen, the top block's own output. Not `output_hidden_states`: its last entry is the output
+        after the backbone's final norm in some models (Whisper, tied by `capture_outputs`), and that norm is not
+        in the prefix (it trains; states stored with last epoch's norm would be stale)."""
         kwargs = {k: v for k, v in inputs.items() if v is not None and k in self._accepts}
-        # The last block's own output: `last_hidden_state` has the backbone's final norm applied where it has one
-        # (ViT's layernorm), which belongs after the trainable blocks, not inside the prefix.
-        kwargs["output_hidden_states"] = True
+        blocks, frozen, captured = self.layout.blocks, self.layout.frozen, []
+        if frozen < len(blocks):
+            def entering(module, args, block_kwargs):
+                captured.append(block_kwargs["hidden_states"] if "hidden_states" in block_kwargs else args[0])
+                raise _PrefixDone
+            handle = blocks[frozen].register_forward_pre_hook(entering, with_kwargs=True)
+        else:
+            def leaving(module, args, output):
+                captured.append(output[0] if isinstance(output, tuple) else output)
+            handle = blocks[-1].register_forward_hook(leaving)
         self._nested += 1
-        self._swap(self.layout.embeddings, self._prefix_blocks)
         try:
             with torch.no_grad():
-                output = self.layout.backbone(**kwargs)
+                self.layout.backbone(**kwargs)
+        except _PrefixDone:
+            pass
         finally:
-            self._unswap()
+            handle.remove()
             self._nested -= 1
-        return output.hidden_states[-1]
+        return captured[0]
 
     # --- lifetime ---
     def close(self) -> None:

@@ -93,6 +93,10 @@ class WhisperCollator:
         self.audio = audio_collator
         self.feature_extractor = feature_extractor
 
+    @property
+    def inputs_vary_per_epoch(self) -> str | bool:
+        return self.audio.inputs_vary_per_epoch
+
     def __call__(self, rows: list[dict]) -> dict:
         from .data.audio import pad_labels
 
@@ -139,7 +143,7 @@ def _load_whisper_classification(args, config):
     data = load_audio_classification(data_args, args[AudioLabelArgs], feature_extractor.sampling_rate, 1, seed=args.training.seed)
     config.id2label, config.label2id = data.id2label, data.label2id
     audio = AudioCollator(feature_extractor, max_seconds=data_args.max_duration_seconds, augment=args[AudioAugmentArgs],
-                          seed=args.training.seed)
+                          seed=args.training.seed, long_training_clips=data.report.get("train_too_long_cut", 0))
     return TaskData(
         datasets=data.datasets,
         collator=WhisperCollator(audio, feature_extractor),

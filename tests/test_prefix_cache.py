@@ -235,7 +235,7 @@ def test_cache_options_without_the_cache_are_refused():
 
 @pytest.mark.parametrize("arch", ["wav2vec2", "t5"])
 def test_other_architectures_are_refused_from_their_config(arch):
-    with pytest.raises(HfTransferError, match=f"supports bert, roberta, distilbert, vit .*not '{arch}'"):
+    with pytest.raises(HfTransferError, match=f"supports bert, roberta, distilbert, vit, whisper .*not '{arch}'"):
         cached(strategy="feature_extraction").check_config(tiny_config(arch))
 
 
@@ -414,3 +414,99 @@ def test_sentiment_recipe_with_the_cache(tiny_text_model_dir, review_files, tmp_
     printed = capsys.readouterr().out
     # Epoch 1 and its evaluation ran the prefix (64 + 16 rows); epoch 2 and the next evaluations were fed from the cache.
     assert "prefix cache: ran the prefix on 80 rows (9 batches), fed 80 rows from the cache" in printed, printed
+
+
+# --- Whisper's encoder (audio classification): one fixed-length row of states per clip ---
+def whisper_set(rows: int, seed: int):
+    from datasets import Dataset
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (rows,), generator=generator)
+    features = torch.randn(rows, 80, 200, generator=generator) + labels[:, None, None]  # 100 positions; learnable: a shift
+    return Dataset.from_dict({"input_features": features.tolist(), "labels": labels.tolist()}).with_format("torch")
+
+
+def new_whisper(seed=0, **overrides):
+    from transformers import WhisperForAudioClassification
+
+    from audio_helpers import tiny_whisper_config
+
+    torch.manual_seed(seed)
+    # Dropout on: the trainable blocks draw the same masks in both runs, and the stem's dropout (in the encoder's own
+    # forward) belongs to the prefix, so it is off in both.
+    settings = dict(encoder_layers=3, num_labels=2, dropout=0.1, attention_dropout=0.1)
+    return WhisperForAudioClassification(tiny_whisper_config(**{**settings, **overrides}))
+
+
+def whisper_trainer(out, strategy, model=None, train=None, held_out=None):
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=8, per_device_eval_batch_size=8,
+                             learning_rate=3e-3, num_train_epochs=3, logging_steps=1, save_strategy="no", eval_strategy="epoch",
+                             report_to="none", seed=7, dataloader_pin_memory=False, use_cpu=True, disable_tqdm=True)
+    return TransferTrainer(model=apply_strategy(model or new_whisper(), strategy), args=args, strategy=strategy,
+                           train_dataset=train, eval_dataset=held_out)
+
+
+@pytest.mark.parametrize("strategy_kwargs", [{}, {"strategy": "feature_extraction"}], ids=["freeze_bottom_2", "feature_extraction"])
+def test_whisper_cached_run_is_bitwise_the_uncached_run(tmp_path, strategy_kwargs):
+    """The encoder's conv stem, position table and bottom blocks run once per clip; with its stand-ins the encoder
+    computes 0 + states, so the run is the uncached one bitwise (dropout on in the trainable blocks)."""
+    train, held_out = whisper_set(24, seed=1), whisper_set(16, seed=2)
+    runs = []
+    for name, store in (("cached", 64.0), ("uncached", 0.0)):
+        trainer = whisper_trainer(tmp_path / name, cached(store, **strategy_kwargs), train=train, held_out=held_out)
+        trainer.train()
+        runs.append((trainer, weights(trainer.model), trainer.evaluate()))
+    (c, cw, ce), (u, uw, ue) = runs
+    frozen = 3 if strategy_kwargs else 2
+    assert c.prefix_cache.layout.frozen == frozen
+    assert c.prefix_cache.layout.describe() == f"the conv stem and position table and blocks 0-{frozen - 1}"
+    assert c.prefix_cache.stats.computed_rows == 24 + 16 and c.prefix_cache.stats.cached_rows == 2 * 24 + 3 * 16
+    assert u.prefix_cache.stats.cached_rows == 0  # the store of size 0: every batch ran the prefix
+    start = weights(new_whisper())
+    prefix = ("encoder.conv", "encoder.embed_positions", *(f"encoder.layers.{i}." for i in range(frozen)))
+    for name, value in cw.items():
+        assert torch.equal(value, uw[name]), name
+        if name.startswith(prefix):
+            assert torch.equal(value, start[name]), f"{name} is in the frozen prefix and changed"
+    assert not torch.equal(cw["classifier.weight"], start["classifier.weight"]), "nothing trained"
+    if not strategy_kwargs:
+        assert not torch.equal(cw["encoder.layers.2.fc1.weight"], start["encoder.layers.2.fc1.weight"]), "top block did not train"
+    assert ce["eval_loss"] == ue["eval_loss"]
+    # The encoder's own training flag (the stem's dropout) is off only during its forward: back on after a training step.
+    c.model.train()
+    c.model(input_features=train[:2]["input_features"])
+    assert c.model.encoder.training and c.model.encoder.layers[2].training
+    # Both are the model's own computation: without the hooks it scores the same in eval mode, as built.
+    c.prefix_cache.close()
+    assert c.evaluate()["eval_loss"] == pytest.approx(ce["eval_loss"], abs=1e-6)
+    assert type(c.model.encoder.conv1).__name__ == "Conv1d" and len(c.model.encoder.layers) == 3
+
+
+@pytest.mark.parametrize("model, message", [
+    (lambda: __import__("transformers").WhisperForConditionalGeneration(new_whisper().config), "not the encoder-decoder"),
+    (lambda: new_whisper(use_weighted_layer_sum=True), "use_weighted_layer_sum reads every block"),
+    (lambda: new_whisper(encoder_layerdrop=0.1), "encoder_layerdrop 0.1 skips blocks at random"),
+], ids=["encoder_decoder", "weighted_layer_sum", "layerdrop"])
+def test_whisper_setups_the_cache_cannot_follow_are_refused(model, message):
+    strategy = cached()
+    with pytest.raises(HfTransferError, match=message) as error:
+        FrozenPrefixCache(apply_strategy(model(), strategy), strategy=strategy)
+    assert "\n" not in str(error.value)
+
+
+def test_audio_collators_declare_when_their_inputs_vary():
+    from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator
+    from hf_transfer.whisper import WhisperCollator
+
+    class Extractor:
+        sampling_rate = 16000
+
+    plain = AudioCollator(Extractor())
+    assert inputs_vary_per_epoch(plain) is None and inputs_vary_per_epoch(WhisperCollator(plain, Extractor())) is None
+    noisy = AudioCollator(Extractor(), augment=AudioAugmentArgs(noise_snr_db=20))
+    assert "--noise_snr_db" in inputs_vary_per_epoch(WhisperCollator(noisy, Extractor()))
+    # Clips over --max_duration_seconds get a random window each epoch: refused when the loader counted some (or
+    # nobody counted), fine when none is that long.
+    assert "some training clips are longer than --max_duration_seconds 1" in inputs_vary_per_epoch(AudioCollator(Extractor(), max_seconds=1.0))
+    assert "3 training clips" in inputs_vary_per_epoch(AudioCollator(Extractor(), max_seconds=1.0, long_training_clips=3))
+    assert inputs_vary_per_epoch(AudioCollator(Extractor(), max_seconds=1.0, long_training_clips=0)) is None

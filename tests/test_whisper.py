@@ -193,7 +193,9 @@ def _argv(root, model, out, *extra):
             "--save_strategy", "no", "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", *extra]
 
 
-@pytest.mark.parametrize("strategy", [["--strategy", "full"], ["--strategy", "freeze", "--freeze_bottom", "1"], ["--strategy", "lora", "--from_scratch", "true"]])
+@pytest.mark.parametrize("strategy", [["--strategy", "full"], ["--strategy", "freeze", "--freeze_bottom", "1"],
+                                      ["--strategy", "freeze", "--freeze_bottom", "1", "--cache_frozen_prefix", "--prefix_cache_dir", "none"],
+                                      ["--strategy", "lora", "--from_scratch", "true"]], ids=["full", "freeze", "freeze_cached", "lora_scratch"])
 def test_recipe_trains_whisper_at_a_1s_window_with_the_conv_stem_bitwise_unchanged(whisper_audio, tmp_path, strategy):
     from safetensors.torch import load_file
     from transformers import WhisperFeatureExtractor, WhisperForAudioClassification

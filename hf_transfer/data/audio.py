@@ -353,14 +353,28 @@ class AudioCollator:
     """
 
     def __init__(self, feature_extractor, *, max_seconds: float | None = None, augment: AudioAugmentArgs | None = None,
-                 min_samples: int = 0, seed: int = 42):
+                 min_samples: int = 0, seed: int = 42, long_training_clips: int | None = None):
         self.feature_extractor = feature_extractor
         self.sampling_rate = feature_extractor.sampling_rate
         self.max_seconds = max_seconds
         self.augment = augment or AudioAugmentArgs()
         self.min_samples = min_samples
         self.seed = seed
+        # Training clips over max_seconds (a random window each epoch); None: unknown (the loader's report says)
+        self.long_training_clips = long_training_clips
         self._rng, self._rng_owner = None, object()
+
+    @property
+    def inputs_vary_per_epoch(self) -> str | bool:
+        """Why training inputs differ between epochs (speed or noise augmentation, random crops of long clips), or
+        False: read by the cached frozen prefix, which must see the same input every epoch."""
+        if self.augment.speed_factors or self.augment.noise_snr_db is not None:
+            return "the audio collator augments training clips (--speed_factors, --noise_snr_db), so they change every epoch"
+        if self.max_seconds is not None and self.long_training_clips != 0:
+            many = "some" if self.long_training_clips is None else str(self.long_training_clips)
+            return (f"{many} training clips are longer than --max_duration_seconds {self.max_seconds:g} and get a random "
+                    "window each epoch (pass --long_audio skip or a larger --max_duration_seconds)")
+        return False
 
     def rng(self) -> np.random.Generator:
         # DataLoader workers get a fresh seed per worker and per epoch; reseeding from it keeps workers from
