@@ -79,7 +79,7 @@ KNOWN_DATA = {
 }
 HUB_DATASETS = {"stanfordnlp/imdb": "imdb", "imdb": "imdb", "stanfordnlp/sst2": "sst2", "sst2": "sst2",
                 "uoft-cs/cifar10": "cifar10", "cifar10": "cifar10", "bentrevett/multi30k": "multi30k"}
-DATA_FIELD_PREFIXES = ("train", "validation", "test", "source_eval")
+DATA_FIELD_PREFIXES = ("train", "validation", "test", "source_eval", "target")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -275,6 +275,18 @@ def _known_from_path(value: str) -> str | None:
     return next((part for part in path.parts if part in KNOWN_DATA), None)
 
 
+def _hub_facts(facts: DataFacts, name: str | None, config: str | None) -> None:
+    if not name:
+        return
+    facts.hub_ids.append(name)
+    facts.hub_config = facts.hub_config or config
+    facts.sources.append(f"Hub dataset [`{name}`](https://huggingface.co/datasets/{name})"
+                         + (f", configuration `{config}`" if config else ""))
+    key = HUB_DATASETS.get(name) or ("sst2" if name.endswith("glue") and config == "sst2" else None)
+    if key and key not in facts.known:
+        facts.known.append(key)
+
+
 def data_facts(args) -> DataFacts:
     """Which data the run used, from its options: Hub data sets by id, local files by name only."""
     from .training import SharingArgs
@@ -284,16 +296,8 @@ def data_facts(args) -> DataFacts:
     for instance in args:
         if not dataclasses.is_dataclass(instance) or type(instance).__name__.endswith("TrainingArguments"):
             continue
-        name = getattr(instance, "dataset_name", None)
-        if name:
-            config = getattr(instance, "dataset_config_name", None)
-            facts.hub_ids.append(name)
-            facts.hub_config = config
-            facts.sources.append(f"Hub dataset [`{name}`](https://huggingface.co/datasets/{name})"
-                                 + (f", configuration `{config}`" if config else ""))
-            key = HUB_DATASETS.get(name) or ("sst2" if name.endswith("glue") and config == "sst2" else None)
-            if key:
-                facts.known.append(key)
+        for prefix in ("", "target_"):  # domain adaptation names its target domain's Hub data set apart
+            _hub_facts(facts, getattr(instance, f"{prefix}dataset_name", None), getattr(instance, f"{prefix}dataset_config_name", None))
         for f in dataclasses.fields(instance):
             value = getattr(instance, f.name)
             if value and isinstance(value, str) and f.name.startswith(DATA_FIELD_PREFIXES) and f.name.endswith(("_file", "_dir")):
@@ -396,7 +400,7 @@ def results_table(results: dict, references: dict[str, dict], primary: str) -> t
         columns.append("frozen backbone + logistic regression")
     columns += [_reference_label(arm) for arm in references]
     rows, index = [], []
-    for split in ("validation", "test"):
+    for split in ("validation", "test", "target"):  # target: domain adaptation's scored target rows
         for name, value in scores(results, split).items():
             cells = [_fmt(value)]
             if baseline:
@@ -701,6 +705,8 @@ def build_card(task, args, data, results: dict, *, saved: str = "full", adapter:
         lines.append("- **Architecture:** an encoder-decoder warm-started from encoder checkpoints, its cross-attention "
                      "new (Rothe et al. 2020)")
     lines.append(f"- **Strategy:** `{strategy}`: {_strategy_text(args, adapter, saved)}")
+    task_notes = task.card_notes(args, results) if task.card_notes else {}
+    lines += [f"- {line}" for line in task_notes.get("model", [])]
     if isinstance(trained, int) and isinstance(total, int):
         lines.append(f"- **Trainable parameters:** {trained:,} of {total:,} ({100 * trained / max(total, 1):.2f}%)")
     lines.append(f"- **Saved as:** {_SAVED[saved].format(processor=_processor_name(data))}")
@@ -763,8 +769,9 @@ def build_card(task, args, data, results: dict, *, saved: str = "full", adapter:
     lines += ["", "## Limitations", ""]
     for key in facts.known:
         lines.append(f"- {KNOWN_DATA[key].name}: {KNOWN_DATA[key].caveat}")
-    lines.append("- Evaluated only on the splits above, from the same source as the training data; expect lower scores "
-                 "on other domains.")
+    lines += [f"- {line}" for line in task_notes.get("limitations", [
+        "Evaluated only on the splits above, from the same source as the training data; expect lower scores on other "
+        "domains."])]
     lines.append("- `metrics.json` and `log_history.json` beside this card hold every number of the run.")
 
     lines += ["", "## Framework versions", "", _versions(saved == "adapter"), ""]

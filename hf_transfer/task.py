@@ -93,6 +93,9 @@ class Task:
     after_train: Callable[[Any, Args, TaskData, dict], dict] | None = None  # (..., train metrics) -> metrics to record
     after_save: Callable[[Any, Args, dict], None] | None = None  # (trainer, args, results), rank 0 only
     summary: Callable[[dict], list[str]] | None = None  # extra lines for the run summary
+    # (args, results) -> {"model": [...], "limitations": [...]}: the task's own lines in the model card
+    # (hf_transfer/cards.py); "limitations" replaces the default "evaluated on the training data's source" line
+    card_notes: Callable[[Args, dict], dict[str, list[str]]] | None = None
     pipeline_tag: str | None = None  # the saved model's Hub task, for its card (default: from model_class, hf_transfer/cards.py)
 
     def argument_types(self) -> tuple[type, ...]:

@@ -11,7 +11,8 @@ source loss by the trainer, and both are logged (`task_loss`, `adaptation_loss`)
 reference. Reported: source validation accuracy beside target accuracy, and the proxy A-distance before and after.
 """
 from hf_transfer.adaptation.task import (
-    AdaptationArgs, adaptation_lines, diagnose_after, diagnose_before, load_domain_adaptation_task, prepare_adaptation_model,
+    AdaptationArgs, adaptation_card_notes, adaptation_lines, diagnose_after, diagnose_before, load_domain_adaptation_task,
+    prepare_adaptation_model,
 )
 from hf_transfer.data.domains import DomainDataArgs
 from hf_transfer.errors import run_cli
@@ -30,6 +31,7 @@ TASK = Task(
     before_train=diagnose_before,
     after_train=diagnose_after,
     summary=adaptation_lines,
+    card_notes=adaptation_card_notes,
     metric="target_accuracy",
 )
 main = TASK.main

@@ -251,6 +251,14 @@ def test_domain_norm_run_saves_the_target_domain_classifier(tiny_text_model_dir,
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert _accuracy(model, out, domains["target"]) == pytest.approx(metrics["target_accuracy"])
     assert metrics["validation_accuracy"] >= 0 and metrics["target_scored_rows"] == 24
+    # The model card says what was adapted to and scores the target beside the source.
+    card = (out / "README.md").read_text()
+    assert "- **Domain adaptation:** `domain_norm`" in card and "`target.csv`, 24 rows in the training stream" in card
+    assert f"| **accuracy** | target | {metrics['target_accuracy']:.4f} |" in card
+    assert f"| accuracy | validation | {metrics['validation_accuracy']:.4f} |" in card
+    assert "carry the target domain's statistics" in card and "the transductive protocol" in card
+    assert "from the same source as the training data" not in card
+    assert "name: accuracy (target)" in card  # the model-index entry for the Hub
 
 
 def test_compare_reports_arms_by_domain_pair_and_coral_composes_with_freezing(tiny_text_model_dir, domains, tmp_path):

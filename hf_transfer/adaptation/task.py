@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import HfTransferError
 from ..task import Args, TaskData, mixed_precision
@@ -213,6 +214,55 @@ def diagnose_after(trainer, args: Args, data: TaskData, train_metrics: dict) -> 
         plot_domain_views({"before training": data.extra["features_before"], f"after ({options.adaptation})": after},
                           Path(args.training.output_dir))
     return {**found, "diagnostic_samples_per_domain": len(after[0])}
+
+
+METHOD_TEXT = {
+    "source_only": "none: the source task alone (the reference arm)",
+    "dann": "domain-adversarial training (DANN, Ganin et al. 2016): a domain classifier on the pooled features, its "
+            "gradient reversed into the encoder",
+    "coral": "CORAL (Sun & Saenko 2016): the source and target features' covariances (and means) matched",
+    "mmd": "multi-kernel MMD (Long et al. 2015) between the source and target features",
+    "domain_norm": "per-domain normalisation (AdaBN): the blocks' output LayerNorms use each domain's own statistics; "
+                   "the target domain's are folded into the saved weights",
+}
+
+
+def adaptation_card_notes(args: Args, results: dict) -> dict[str, list[str]]:
+    """The model card's lines for a domain-adaptation run: the method, the target data, target beside source accuracy,
+    and what the target score means."""
+    from ..data.domains import DomainDataArgs
+
+    method, weight = results.get("adaptation"), results.get("adaptation_weight")
+    data_args = args[DomainDataArgs]
+    target = data_args.target_file or data_args.target_dataset_name
+    model = [f"**Domain adaptation:** `{method}`" + (f" (weight {weight:g})" if weight is not None else "")
+             + f": {METHOD_TEXT.get(method, method)}",
+             f"**Target domain:** `{Path(target).name if data_args.target_file else target}`, "
+             f"{results.get('target_rows', '?')} rows in the training stream, without their labels"]
+    if "target_accuracy" in results:
+        source = results.get("validation_accuracy")
+        model.append(f"**Accuracy:** target {100 * results['target_accuracy']:.1f}"
+                     + (f", source validation {100 * source:.1f}" if source is not None else "")
+                     + f" ({results.get('target_scored_rows', '?')} target rows scored)")
+    if "proxy_a_distance_before" in results and "proxy_a_distance_after" in results:
+        model.append(f"**Proxy A-distance** (0: the domains' features indistinguishable, 2: separable): "
+                     f"{results['proxy_a_distance_before']:.2f} before training, {results['proxy_a_distance_after']:.2f} after")
+    if method == "dann":
+        model.append("The domain classifier trains beside the model and is not saved: the checkpoint is the plain "
+                     "classifier")
+    scored = ("the labelled rows of `--target_eval_file`, never seen in training" if data_args.target_eval_file else
+              "the target rows the model adapted to without their labels (the transductive protocol of the "
+              "domain-adaptation literature)")
+    limitations = [
+        f"Target accuracy is measured on {scored}. hf_transfer chooses no option on target labels; any option tuned on "
+        "them makes the target score optimistic.",
+        "Source validation accuracy is from the source domain's held-out rows; expect other domains than these two to "
+        "score differently.",
+    ]
+    if method == "domain_norm":
+        limitations.append("The saved LayerNorms carry the target domain's statistics: use this model on target-domain "
+                           "text (source-domain text would need the source statistics, which are not saved).")
+    return {"model": model, "limitations": limitations}
 
 
 def adaptation_lines(results: dict) -> list[str]:
