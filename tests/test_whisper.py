@@ -290,3 +290,22 @@ def test_converted_tiny_en_transcribes_fsdd_digits(tmp_path):
         text = tokenizer.batch_decode(model.generate(features, max_new_tokens=8), skip_special_tokens=True)
     words = [t.strip(" .!,").lower() for t in text]
     assert sum(w in (name, str(d)) for w, name, d in zip(words, ("one", "four", "six"), (1, 4, 6))) >= 2, text
+
+
+def test_a_model_split_across_packages_is_reassembled_byte_for_byte(ct2_folder, tmp_path):
+    """Whisper base ships model.bin in two packages (model.bin.part1, .part2): the parts join in order, the other
+    files come along, and a missing part is one line."""
+    folder, _ = ct2_folder
+    whole = (folder / "model.bin").read_bytes()
+    first, second = tmp_path / "part1", tmp_path / "part2"
+    first.mkdir(), second.mkdir()
+    (first / "model.bin.part1").write_bytes(whole[: len(whole) // 3])
+    (second / "model.bin.part2").write_bytes(whole[len(whole) // 3:])
+    for name in ("tokenizer.json", "config.json"):
+        (first / name).write_bytes((folder / name).read_bytes())
+    out = whisper_ct2.assemble_parts([second, first], tmp_path / "joined")  # the folders' order does not matter
+    assert (out / "model.bin").read_bytes() == whole
+    assert (out / "tokenizer.json").is_file() and (out / "config.json").is_file()
+    assert whisper_ct2.read_ct2(out / "model.bin")[0] == "WhisperSpec"
+    with pytest.raises(whisper_ct2.HfTransferError, match=r"expected model.bin.part1..N .*found parts \[2\]"):
+        whisper_ct2.assemble_parts([second], tmp_path / "half")
