@@ -307,13 +307,22 @@ def report(results: dict, setting: str) -> str:
             source, _, _ = cell(pair, arm, "source_validation_accuracy")
             cells.append("—" if mean is None else f"{mean:.1f}" + (f" ± {std:.1f}" if n > 1 else "") + f" ({source:.1f})")
         lines.append(f"| {pair} | " + " | ".join(cells) + " |")
-        if all(cell(pair, arm)[0] is not None for arm in arms):
+        if all(cell(pair, arm)[0] is not None for arm in arms if arm != "dapt"):  # DAPT runs on some pairs only
             complete.append(pair)
-    if complete:
-        means = {arm: statistics.fmean(cell(p, arm)[0] for p in complete) for arm in arms}
+
+    def mean_row(title: str, over: list) -> str:
+        means = {arm: statistics.fmean(cell(p, arm)[0] for p in over) if all(cell(p, arm)[0] is not None for p in over)
+                 else None for arm in arms}
         base = means.get("source_only")
-        lines.append(f"| **mean over {len(complete)} complete pairs** | " + " | ".join(
-            f"**{means[a]:.1f}**" + (f" ({means[a] - base:+.1f})" if base is not None and a != "source_only" else "") for a in arms) + " |")
+        return f"| **{title}** | " + " | ".join(
+            "—" if means[a] is None else f"**{means[a]:.1f}**" + (f" ({means[a] - base:+.1f})" if base is not None
+                                                                 and a != "source_only" else "") for a in arms) + " |"
+
+    if complete:
+        lines.append(mean_row(f"mean over {len(complete)} complete pairs", complete))
+        with_dapt = [p for p in complete if cell(p, "dapt")[0] is not None]
+        if with_dapt and len(with_dapt) < len(complete):
+            lines.append(mean_row(f"mean over the {len(with_dapt)} pairs with DAPT", with_dapt))
         plot(runs, complete, arms, setting)
     return "\n".join(lines)
 
@@ -327,7 +336,8 @@ def plot(runs, pairs, arms, setting) -> None:
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(pairs), 4.2))
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
-        means = [statistics.fmean(100 * r["target_accuracy"] for r in runs if r["pair"] == p and r["arm"] == arm) for p in pairs]
+        means = [statistics.fmean([100 * r["target_accuracy"] for r in runs if r["pair"] == p and r["arm"] == arm] or [float("nan")])
+                 for p in pairs]  # nan: an arm not run on that pair (DAPT) leaves a gap
         ax.bar([j + i * width for j in range(len(pairs))], means, width, label=arm, color=f"C{i}")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(pairs))])
     ax.set_xticklabels(pairs, fontsize=8)
