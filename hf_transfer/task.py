@@ -152,6 +152,7 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     set_seed(train_args.seed)  # the new head's initialisation (or a from-scratch model's) is part of the run
     model = (task.build_model or (lambda a, d: _default_build_model(task, a, d)))(args, data)
     model = task.prepare_model(model, args) if task.prepare_model else apply_strategy(model, strategy)
+    trainers.check_setup(model, train_args, strategy, data.collator)  # what the trainer would refuse, before any write
     start_output_dir(train_args, args[OutputArgs], identity, resume)  # the first write: everything loaded and checked
     trainer = getattr(trainers, task.trainer_class)(
         model=model,

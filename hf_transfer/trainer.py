@@ -214,6 +214,28 @@ def load_objectives(model: nn.Module, folder: str) -> None:
     getattr(unwrap_model(model), OBJECTIVES).load_state_dict(load_file(str(path)))
 
 
+def has_objective_weights(model) -> bool:
+    return any(True for objective in model_objectives(model).values() for _ in objective.parameters())
+
+
+def check_setup(model, args, strategy: StrategyArgs, collator=None) -> None:
+    """The set-ups a transfer trainer refuses, checked without building one: `run_task` calls this before a run's first
+    write, so that a run which cannot start leaves the output folder (and an earlier run in it) as it was."""
+    if args is None or model is None:
+        return
+    if strategy.strategy == "gradual":
+        if has_objective_weights(model) and args.world_size > 1:
+            raise HfTransferError("an objective with its own weights (dann's domain head) does not combine with "
+                                  "--strategy gradual on several processes; use another strategy or one process")
+        if args.ddp_find_unused_parameters is False:
+            raise HfTransferError("--strategy gradual needs --ddp_find_unused_parameters True (frozen groups produce no gradient)")
+    if strategy.cache_frozen_prefix:
+        from .prefix_cache import check_trainer, find_prefix
+
+        check_trainer(args, collator)
+        find_prefix(model, strategy)
+
+
 class TransferTrainerMixin:
     """What a trainer needs to know of the transfer strategy: per-layer-group learning rates, gradual unfreezing and the
     cached frozen prefix (`strategy.cache_frozen_prefix`, see prefix_cache.py); length grouping that resumes exactly;
@@ -226,20 +248,13 @@ class TransferTrainerMixin:
 
     def __init__(self, model=None, args=None, *, strategy: StrategyArgs | None = None, **kwargs):
         self.strategy = strategy or StrategyArgs()
-        if args is not None and model is not None and any(True for o in model_objectives(model).values() for _ in o.parameters()):
+        check_setup(model, args, self.strategy, kwargs.get("data_collator"))
+        if args is not None and model is not None and has_objective_weights(model) and self.strategy.strategy != "gradual":
             # An objective's modules (DANN's domain head) run after the model's forward. DDP's search for unused
             # parameters walks the graph from the forward's outputs only, would mark them unused, and then fail when
             # their gradients arrive; without the search they are all-reduced like any parameter.
-            if self.strategy.strategy == "gradual" and args.world_size > 1:
-                raise HfTransferError("an objective with its own weights (dann's domain head) does not combine with "
-                                      "--strategy gradual on several processes; use another strategy or one process")
-            if self.strategy.strategy != "gradual":
-                args.ddp_find_unused_parameters = False
+            args.ddp_find_unused_parameters = False
         if self.strategy.strategy == "gradual" and args is not None:
-            if args.ddp_find_unused_parameters is False:
-                raise HfTransferError(
-                    "--strategy gradual needs --ddp_find_unused_parameters True (frozen groups produce no gradient)"
-                )
             # Must be set before Trainer.__init__ builds the Accelerator, which reads it.
             args.ddp_find_unused_parameters = True
         super().__init__(model, args, **kwargs)

@@ -233,6 +233,24 @@ def test_a_window_longer_than_the_position_table_is_one_line_exit_2_and_writes_n
     assert not (tmp_path / "out").exists()
 
 
+def test_a_cache_refused_by_the_trainer_is_one_line_and_leaves_an_earlier_run_alone(whisper_audio, tmp_path, monkeypatch, capsys):
+    """Speed augmentation changes the clips every epoch, so the prefix cache refuses it; the refusal comes before the
+    run's first write, so --overwrite_output_dir does not clear the earlier run in the folder."""
+    root, model = whisper_audio
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")  # an earlier run's file
+    argv = _argv(root, model, out, "--whisper_window_seconds", "1", "--strategy", "freeze", "--freeze_bottom", "1",
+                 "--cache_frozen_prefix", "--speed_factors", "0.9", "1.1", "--overwrite_output_dir", "true")
+    monkeypatch.setattr(sys, "argv", ["audio_classification.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        audio_classification.run_cli(audio_classification.main)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the data checks' progress bars: the one line
+    assert "--cache_frozen_prefix" in last and "--speed_factors" in last and "drop --cache_frozen_prefix" in last
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
 def test_whisper_recognition_recipe_generates_and_scores_wer_with_the_stem_and_positions_unchanged(ct2_folder, whisper_audio, tmp_path):
     from safetensors.torch import load_file
 
