@@ -214,7 +214,7 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
     check_architecture(config)
     spec = architecture_spec(config.model_type)
     if config.model_type == "whisper":
-        backbone, stem_paths, stack = _whisper_encoder(inner, spec), ("conv1", "conv2", "embed_positions"), spec.stacks[0]
+        backbone, stem_paths, stack = _whisper_encoder(inner), ("conv1", "conv2", "embed_positions"), spec.stacks[0]
         blocks_path, stem_name = stack.blocks.removeprefix("encoder."), "the conv stem and position table"
     else:
         backbone, (embeddings_path,), (stack,) = inner.base_model, spec.embeddings, spec.stacks
@@ -224,7 +224,7 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
     groups = layer_groups(inner)
     if any(p.requires_grad for p in groups[0].parameters):
         raise HfTransferError(f"--cache_frozen_prefix needs frozen embeddings (--strategy freeze or feature_extraction); "
-                              f"{stem_name} of this model {'is' if stem_name.startswith('the conv') else 'are'} trainable")
+                              f"{stem_name} of this model has trainable parameters")
     frozen, blocking = 0, []
     for group in stack_groups(groups).get(stack.name, []):
         blocking = [n for n, p in group.named_parameters if p.requires_grad]
@@ -248,7 +248,7 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
                         stem_name=stem_name, stem_dropout_in_backbone=config.model_type == "whisper")
 
 
-def _whisper_encoder(inner: nn.Module, spec) -> nn.Module:
+def _whisper_encoder(inner: nn.Module) -> nn.Module:
     """Whisper's encoder as the backbone, for audio classification only (see the module doc)."""
     config = inner.config
     encoder = getattr(inner, "encoder", None)
@@ -531,10 +531,10 @@ def row_keys(input_ids: torch.Tensor, lengths: list[int], token_type_ids: torch.
 def tensor_keys(values: torch.Tensor) -> list[bytes]:
     """One 16-byte key per row (an image's processed pixels, a clip's log-mel features): a digest of its values, their
     shape and dtype."""
-    pixels = values.detach().to("cpu").contiguous()
-    shape = f"{tuple(pixels.shape[1:])}|{pixels.dtype}".encode()
+    rows = values.detach().to("cpu").contiguous()
+    shape = f"{tuple(rows.shape[1:])}|{rows.dtype}".encode()
     keys = []
-    for row in pixels:
+    for row in rows:
         h = hashlib.blake2b(row.view(torch.uint8).numpy().tobytes(), digest_size=16)  # any dtype, bfloat16 too
         h.update(b"|")
         h.update(shape)
