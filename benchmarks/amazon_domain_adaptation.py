@@ -359,9 +359,13 @@ def main() -> None:
     parser.add_argument("--no_step_cost", action="store_true", help="skip the step-cost measurement")
     parser.add_argument("--report_only", action="store_true", help="print the table (and draw the plot) from finished runs")
     parser.add_argument("--step_cost_only", action="store_true", help="measure the step cost and stop")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="results file (a second process on other pairs needs its own; merge the runs afterwards)")
     parser.add_argument("--all_pairs", action="store_true",
                         help="after the setting's own pairs, the rest of the 12 ordered pairs (one seed each)")
     options = parser.parse_args()
+    global RESULTS
+    RESULTS = options.results
     if not DATA.is_dir():
         raise SystemExit(f"the Amazon reviews are not at {DATA} (see data_cards/amazon_multidomain.md)")
     if options.step_cost_only:
