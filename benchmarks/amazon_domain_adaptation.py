@@ -353,6 +353,7 @@ def plot(runs, pairs, arms, setting) -> None:
 
 
 def main() -> None:
+    global RESULTS  # --results replaces the default file for every function here
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="full")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=[*ARMS, "dapt"])
@@ -364,7 +365,6 @@ def main() -> None:
     parser.add_argument("--all_pairs", action="store_true",
                         help="after the setting's own pairs, the rest of the 12 ordered pairs (one seed each)")
     options = parser.parse_args()
-    global RESULTS
     RESULTS = options.results
     if not DATA.is_dir():
         raise SystemExit(f"the Amazon reviews are not at {DATA} (see data_cards/amazon_multidomain.md)")
