@@ -39,6 +39,21 @@ def layerwise_parameter_groups(
     return param_groups
 
 
+def objective_parameter_groups(param_groups: list[dict], model: nn.Module) -> list[dict]:
+    """`param_groups` with each objective's parameters (DANN's domain head) moved to groups of their own at the
+    objective's `lr_multiplier` times the group's learning rate."""
+    multiplier = {id(p): o.lr_multiplier for o in model_objectives(model).values() for p in o.parameters()}
+    out = []
+    for group in param_groups:
+        own = [p for p in group["params"] if multiplier.get(id(p), 1.0) == 1.0]
+        if own:
+            out.append({**group, "params": own})
+        for factor in sorted({multiplier.get(id(p), 1.0) for p in group["params"]} - {1.0}):
+            moved = [p for p in group["params"] if multiplier.get(id(p)) == factor]
+            out.append({**group, "params": moved, "lr": group["lr"] * factor, "objective_lr_multiplier": factor})
+    return out
+
+
 class GradualUnfreezing(TrainerCallback):
     """ULMFiT-style unfreezing by `depth_from_top`: the head trains first, then every `every` units one more
     level: the top block of every stack together, then the next, ..., the embeddings last.
@@ -165,6 +180,7 @@ class Objective(nn.Module):
     """
 
     inputs: tuple[str, ...] = ()  # batch keys it takes: removed before the model sees the batch
+    lr_multiplier: float = 1.0  # its own parameters learn at this multiple of each group's learning rate
 
     def during_forward(self, model, batch: dict, taken: dict):
         """A context around the model's forward (hooks that read features or set a domain); also used in evaluation."""
@@ -291,8 +307,9 @@ class TransferTrainerMixin:
 
     def create_optimizer(self, model=None):
         # Built here rather than passed in, so that FSDP and friends still wrap the model first.
-        if self.optimizer is None and self.strategy.layer_lr_decay != 1.0:
-            opt_model = self.model if model is None else model
+        opt_model = self.model if model is None else model
+        faster_objectives = any(o.lr_multiplier != 1.0 for o in model_objectives(opt_model).values())
+        if self.optimizer is None and (self.strategy.layer_lr_decay != 1.0 or faster_objectives):
             param_groups = layerwise_parameter_groups(
                 layer_groups(opt_model),
                 lr=self.args.learning_rate,
@@ -300,6 +317,7 @@ class TransferTrainerMixin:
                 weight_decay=self.args.weight_decay,
                 decay_names=set(self.get_decay_parameter_names(opt_model)),
             )
+            param_groups = objective_parameter_groups(param_groups, opt_model)
             if self.optimizer_cls_and_kwargs is not None:
                 optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
             else:

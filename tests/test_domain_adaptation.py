@@ -97,6 +97,28 @@ def test_dann_coefficient_is_ganins_warm_up_as_a_function_of_the_step():
 
 # --- per-domain normalisation ---
 
+@pytest.mark.parametrize("layer_lr_decay", [1.0, 0.5])
+def test_the_domain_head_learns_at_its_multiple_of_the_learning_rate(tmp_path, layer_lr_decay):
+    """--domain_head_lr_multiplier: the optimizer, read back, holds the domain head at that multiple of its group's
+    rate (the head group's: --learning_rate) and everything else where the strategy put it."""
+    from transformers import TrainingArguments
+
+    from hf_transfer import StrategyArgs, TransferTrainer
+    from hf_transfer.adaptation.objectives import DomainAdversarial, feature_width
+
+    model = tiny_model("bert")
+    head = attach_objective(model, "dann", DomainAdversarial(feature_width(model), 1.0, hidden=8, head_lr_multiplier=10.0))
+    args = TrainingArguments(str(tmp_path), learning_rate=1e-3, use_cpu=True, report_to="none")
+    trainer = TransferTrainer(model=model, args=args, strategy=StrategyArgs(layer_lr_decay=layer_lr_decay))
+    optimizer = trainer.create_optimizer()
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert all(rate[id(p)] == pytest.approx(1e-2) for p in head.parameters())
+    assert rate[id(model.classifier.weight)] == pytest.approx(1e-3)
+    bottom = model.bert.embeddings.word_embeddings.weight
+    assert rate[id(bottom)] == pytest.approx(1e-3 * layer_lr_decay ** 3)  # 2 blocks + embeddings below the head
+    assert len(rate) == sum(1 for p in model.parameters() if p.requires_grad)  # every trainable weight, once
+
+
 def _norm_batch(seed):
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(6, 9, dtype=torch.long)

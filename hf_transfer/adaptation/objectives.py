@@ -177,9 +177,12 @@ class DomainAdversarial(FeatureObjective):
 
     warm_up = False  # the reversal coefficient warms up; the domain head itself learns at full weight from the start
 
-    def __init__(self, width: int, weight: float, hidden: int = 256, gamma: float = 10.0) -> None:
+    def __init__(self, width: int, weight: float, hidden: int = 256, gamma: float = 10.0, head_lr_multiplier: float = 1.0) -> None:
         super().__init__(weight, gamma)
         self.domain_head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        # A domain head slower than the encoder it plays against ends below chance: the encoder flips the domain
+        # direction instead of removing it (benchmarks/README.md); a faster head keeps the game near 50%.
+        self.lr_multiplier = head_lr_multiplier
 
     def divergence(self, source, target, step, max_steps):
         coefficient = dann_coefficient(step, max_steps, self.gamma)

@@ -35,6 +35,9 @@ class AdaptationArgs:
                   "reversal coefficient and of CORAL's and MMD's weight (default 10; 0: no warm-up)."},
     )
     domain_head_hidden: int | None = field(default=None, metadata={"help": "dann: hidden units of the domain classifier (default 256)."})
+    domain_head_lr_multiplier: float | None = field(
+        default=None, metadata={"help": "dann: the domain classifier's learning rate as a multiple of --learning_rate (default 1)."}
+    )
     coral_means: bool | None = field(default=None, metadata={"help": "coral: also match the feature means (default true)."})
     mmd_kernels: int | None = field(default=None, metadata={"help": "mmd: number of Gaussian kernels (default 5)."})
     mmd_kernel_multiplier: float | None = field(default=None, metadata={"help": "mmd: ratio of neighbouring bandwidths (default 2)."})
@@ -54,6 +57,7 @@ class AdaptationArgs:
             raise HfTransferError(f"unknown --adaptation '{self.adaptation}'; choose one of {', '.join(METHODS)}")
         only_for = {
             "adaptation_weight": ("dann", "coral", "mmd"), "warmup_gamma": ("dann", "coral", "mmd"), "domain_head_hidden": ("dann",),
+            "domain_head_lr_multiplier": ("dann",),
             "coral_means": ("coral",), "mmd_kernels": ("mmd",), "mmd_kernel_multiplier": ("mmd",),
             "domain_norm_blocks": ("domain_norm",),
         }
@@ -64,6 +68,8 @@ class AdaptationArgs:
             value = getattr(self, option)
             if value is not None and not value >= 0:  # also refuses NaN
                 raise HfTransferError(f"--{option} must be >= 0, got {value}")
+        if self.domain_head_lr_multiplier is not None and not self.domain_head_lr_multiplier > 0:
+            raise HfTransferError(f"--domain_head_lr_multiplier must be > 0, got {self.domain_head_lr_multiplier}")
         for option in ("target_per_source", "domain_head_hidden", "mmd_kernels"):
             value = getattr(self, option)
             if value is not None and value < 1:
@@ -142,7 +148,8 @@ def build_objective(model, options: AdaptationArgs):
     method = options.adaptation
     gamma = 10.0 if options.warmup_gamma is None else options.warmup_gamma
     if method == "dann":
-        return DomainAdversarial(feature_width(model), options.weight, hidden=options.domain_head_hidden or 256, gamma=gamma)
+        return DomainAdversarial(feature_width(model), options.weight, hidden=options.domain_head_hidden or 256, gamma=gamma,
+                                 head_lr_multiplier=options.domain_head_lr_multiplier or 1.0)
     if method == "coral":
         return Coral(options.weight, means=True if options.coral_means is None else options.coral_means, gamma=gamma)
     if method == "mmd":
