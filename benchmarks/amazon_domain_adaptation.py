@@ -327,10 +327,13 @@ def report(results: dict, setting: str) -> str:
 
     if complete:
         lines.append(mean_row(f"mean over {len(complete)} complete pairs", complete))
+        subsets: dict[tuple, list[str]] = {}  # the pairs an extra arm ran on -> those arms (one row per set of pairs)
         for extra in EXTRA_ARMS:
-            having = [p for p in complete if cell(p, extra)[0] is not None]
+            having = tuple(p for p in complete if cell(p, extra)[0] is not None)
             if having and len(having) < len(complete):
-                lines.append(mean_row(f"mean over the {len(having)} pairs with {extra}", having))
+                subsets.setdefault(having, []).append(extra)
+        for having, extras in subsets.items():
+            lines.append(mean_row(f"mean over the {len(having)} pairs with {' and '.join(extras)}", list(having)))
         plot(runs, complete, arms, setting)
     return "\n".join(lines)
 
