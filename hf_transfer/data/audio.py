@@ -27,7 +27,7 @@ import torch
 
 from ..errors import HfTransferError
 from .audio_io import add_noise, probe, read_audio
-from .io import SPLITS, check_media_sources, check_not_empty, describe, pick_column, read_file
+from .io import SPLITS, check_media_sources, check_not_empty, describe, media_splits, read_file
 from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
 from .splits import hold_out_validation, subsample
 
@@ -165,36 +165,13 @@ def _scan_label_folders(root: str, split: str):
     return Dataset.from_dict({"audio": paths, "label": labels})
 
 
-def _resolve_paths(dataset, column: str, table: str):
-    """Relative paths in a table point next to the table, wherever the command runs from."""
-    base = Path(table).resolve().parent
-
-    def resolve(value):
-        if not isinstance(value, str) or not value:
-            return value
-        path = Path(value).expanduser()
-        return str(path if path.is_absolute() else base / path)
-
-    return dataset.remove_columns(column).add_column(column, [resolve(v) for v in dataset[column]])
-
-
-def _audio_column(dataset, asked: str | None) -> str:
-    from datasets import Audio
-
-    if asked is None:
-        decoded = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
-        if decoded:
-            return decoded[0]
-    return pick_column(dataset.column_names, asked, AUDIO_COLUMNS, "audio_column", "audio")
-
-
 def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple[str, ...], option: str, what: str, folders_give: str | None):
     """The raw splits as a DatasetDict with two columns, `audio` (path or {bytes, path}) and `target`.
 
     `target`/`candidates`/`option`/`what` name the label or transcript column as in `io.pick_column`;
     `folders_give` is the column a folder-per-label source provides (None: folders are not a valid source).
     """
-    from datasets import Audio, DatasetDict
+    from datasets import Audio  # its feature stays undecoded: no torchcodec needed
 
     args.require_source()
     if args.dataset_name:
@@ -213,19 +190,8 @@ def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple
                 raw[split] = read_file(file, split)
 
     check_not_empty(raw, what="clip")
-    prepared = {}
-    for split, dataset in raw.items():
-        audio_col = _audio_column(dataset, args.audio_column)
-        target_col = folders_give if getattr(args, f"{split}_dir", None) else target
-        target_col = pick_column(dataset.column_names, target_col, candidates, option, what)
-        dataset = dataset.select_columns([audio_col, target_col])
-        if isinstance(dataset.features[audio_col], Audio):
-            dataset = dataset.cast_column(audio_col, Audio(decode=False))  # path/bytes only: no torchcodec needed
-        elif getattr(args, f"{split}_file", None):
-            dataset = _resolve_paths(dataset, audio_col, getattr(args, f"{split}_file"))
-        renames = {audio_col: "audio", target_col: "target"}
-        prepared[split] = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
-    return DatasetDict(prepared)
+    return media_splits(raw, args, media="audio", feature=Audio, media_columns=AUDIO_COLUMNS, target=target,
+                        target_columns=candidates, target_option=option, target_what=what, folders_give=folders_give)
 
 
 # ---------------------------------------------------------------------------------------------------------

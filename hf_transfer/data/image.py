@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import HfTransferError
-from .io import SPLITS, check_media_sources, check_not_empty, describe, open_target, pick_column, read_file, read_splits
+from .io import SPLITS, check_media_sources, check_not_empty, describe, media_splits, open_target, read_file, read_splits
 from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
 from .splits import hold_out_validation, subsample
 
@@ -208,33 +208,9 @@ def _scan_label_folders(root: str, split: str):
     return Dataset.from_dict({"image": paths, "label": labels})
 
 
-def _resolve_paths(dataset, column: str, table: str):
-    """Relative paths in a table point next to the table, wherever the command runs from."""
-    base = Path(table).resolve().parent
-
-    def resolve(value):
-        if not isinstance(value, str) or not value:
-            return value
-        path = Path(value).expanduser()
-        # normpath: "tables/../images/a.png" is logged as the file's own path when it is skipped.
-        return os.path.normpath(path if path.is_absolute() else base / path)
-
-    return dataset.remove_columns(column).add_column(column, [resolve(v) for v in dataset[column]])
-
-
-def _image_column(dataset, asked: str | None) -> str:
-    from datasets import Image
-
-    if asked is None:
-        typed = [name for name, feature in dataset.features.items() if isinstance(feature, Image)]
-        if typed:
-            return typed[0]
-    return pick_column(dataset.column_names, asked, IMAGE_COLUMNS, "image_column", "image")
-
-
 def load_image_splits(args: ImageDataArgs):
     """The raw splits as a DatasetDict with two columns, `image` (a path, or {bytes, path}) and `target` (the label)."""
-    from datasets import DatasetDict, Image
+    from datasets import Image
 
     args.require_source()
     if args.dataset_name:
@@ -248,20 +224,8 @@ def load_image_splits(args: ImageDataArgs):
             elif file:
                 raw[split] = read_file(file, split)
     check_not_empty(raw, what="image")
-
-    prepared = {}
-    for split, dataset in raw.items():
-        image_col = _image_column(dataset, args.image_column)
-        label_col = "label" if getattr(args, f"{split}_dir", None) else args.label_column
-        label_col = pick_column(dataset.column_names, label_col, LABEL_COLUMNS, "label_column", "label")
-        dataset = dataset.select_columns([image_col, label_col])
-        if isinstance(dataset.features[image_col], Image):
-            dataset = dataset.cast_column(image_col, Image(decode=False))  # bytes/path only: decoded in the collator
-        elif getattr(args, f"{split}_file", None):
-            dataset = _resolve_paths(dataset, image_col, getattr(args, f"{split}_file"))
-        renames = {image_col: "image", label_col: "target"}
-        prepared[split] = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
-    return DatasetDict(prepared)
+    return media_splits(raw, args, media="image", feature=Image, media_columns=IMAGE_COLUMNS, target=args.label_column,
+                        target_columns=LABEL_COLUMNS, target_option="label_column", target_what="label", folders_give="label")
 
 
 # ---------------------------------------------------------------------------------------------------------

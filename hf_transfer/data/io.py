@@ -4,13 +4,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 from ..errors import HfTransferError
 
 # File suffix -> the `datasets` builder that reads it.
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
-SPLIT_NAMES = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test")
 
 
 def check_files(options: dict[str, str | None]) -> None:
@@ -102,7 +103,7 @@ def read_splits(dataset_name: str | None, dataset_config_name: str | None, files
             raise HfTransferError(f"dataset '{dataset_name}' has no 'train' split (it has: {', '.join(raw)})")
         if "validation" not in raw and "valid" in raw:
             raw["validation"] = raw.pop("valid")
-        return DatasetDict({k: v for k, v in raw.items() if k in SPLIT_NAMES})
+        return DatasetDict({k: v for k, v in raw.items() if k in SPLITS})
     return DatasetDict({split: read_file(path, split) for split, path in files.items() if path})
 
 
@@ -154,9 +155,6 @@ def describe(source) -> str:
     return str(source)
 
 
-SPLITS = ("train", "validation", "test")
-
-
 def check_media_sources(args, noun: str) -> None:
     """The source options of a media task (a Hub dataset, or per split a table `--<split>_file` or a folder per label
     `--<split>_dir`): empty values unset, contradictions and missing paths one line each. `noun`: "clips", "images"."""
@@ -180,3 +178,45 @@ def check_media_sources(args, noun: str) -> None:
             raise HfTransferError(f"--{split}_dir {folder} does not exist (a folder with one subfolder of {noun} per label)")
     if (args.validation_file or args.validation_dir or args.test_file or args.test_dir) and not local:
         raise HfTransferError("--validation_*/--test_* need --train_file or --train_dir")
+
+
+def media_splits(raw: dict, args, *, media: str, feature: type, media_columns: tuple[str, ...], target: str | None,
+                 target_columns: tuple[str, ...], target_option: str, target_what: str, folders_give: str | None):
+    """Each raw split of a media task (audio clips, images) as two columns: `media` (a path, or a typed Hub feature's
+    {bytes, path}, left undecoded: the collator decodes) and `target` (the label or transcript).
+
+    The media column is `--<media>_column`, else the first column of the `feature` type (datasets' Audio, Image), else
+    the first of `media_columns`; `target`/`target_columns`/`target_option`/`target_what` name the target column as in
+    `pick_column`, and a folder-per-label split gives it as `folders_give`. Relative paths in a table point next to
+    the table, wherever the command runs from."""
+    from datasets import DatasetDict
+
+    prepared = {}
+    for split, dataset in raw.items():
+        asked = getattr(args, f"{media}_column")
+        typed = [name for name, kind in dataset.features.items() if isinstance(kind, feature)]
+        media_col = typed[0] if asked is None and typed else pick_column(
+            dataset.column_names, asked, media_columns, f"{media}_column", media)
+        target_col = folders_give if getattr(args, f"{split}_dir", None) else target
+        target_col = pick_column(dataset.column_names, target_col, target_columns, target_option, target_what)
+        dataset = dataset.select_columns([media_col, target_col])
+        if isinstance(dataset.features[media_col], feature):
+            dataset = dataset.cast_column(media_col, feature(decode=False))
+        elif getattr(args, f"{split}_file", None):
+            dataset = _resolve_paths(dataset, media_col, getattr(args, f"{split}_file"))
+        renames = {media_col: media, target_col: "target"}
+        prepared[split] = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
+    return DatasetDict(prepared)
+
+
+def _resolve_paths(dataset, column: str, table: str):
+    base = Path(table).resolve().parent
+
+    def resolve(value):
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).expanduser()
+        # normpath: "tables/../images/a.png" is logged as the file's own path when it is skipped.
+        return os.path.normpath(path if path.is_absolute() else base / path)
+
+    return dataset.remove_columns(column).add_column(column, [resolve(v) for v in dataset[column]])
