@@ -131,16 +131,6 @@ def feature_encoder_state(path_or_model) -> dict[str, torch.Tensor]:
     return {k[k.index(marker):]: v for k, v in state.items() if marker in k}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Import into an audio test module: tiny tensors gain nothing from a second thread, and on a shared 2-core
-    machine the intra-op pool made a tiny wav2vec2 step 25x slower (2.5 s vs 0.1 s) while another process held a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def bad_clips(tmp_path):
     """One file for each way a clip can be unreadable."""

@@ -8,7 +8,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 IMAGE_SIZE = 16  # the tiny ViT's input: 2x2 patches of 8 pixels (plus the CLS token)
@@ -72,13 +71,3 @@ def write_bad_images(folder: Path) -> dict[str, Path]:
     for path, data in files.values():
         path.write_bytes(data)
     return {kind: path for kind, (path, _) in files.items()}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Import into an image test module: on the shared 2-core machine a second intra-op thread made tiny ViT steps
-    several times slower while another process held a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

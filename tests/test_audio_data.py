@@ -8,7 +8,7 @@ import soundfile
 import torch
 
 from audio_helpers import make_label_folders, table_from_folders, write_clip, write_corrupt, write_empty, write_table, write_zero_rate
-from audio_helpers import one_thread, bad_clips  # noqa: F401  (fixtures)
+from audio_helpers import bad_clips  # noqa: F401  (a fixture)
 from hf_transfer import HfTransferError
 from hf_transfer.data import audio
 from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator, AudioDataArgs, AudioLabelArgs, check_audio, load_audio_classification

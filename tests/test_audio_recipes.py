@@ -9,7 +9,6 @@ from audio_helpers import (
     feature_encoder_state, make_label_folders, save_speech_checkpoint, table_from_folders, tiny_speech_config,
     write_corrupt, write_empty, write_table, write_zero_rate,
 )
-from audio_helpers import one_thread  # noqa: F401  (fixtures)
 from conftest import one_line_error
 from hf_transfer.errors import run_cli
 from hf_transfer import StrategyArgs, TransferTrainer, head_module_names, layer_groups

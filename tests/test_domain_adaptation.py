@@ -20,16 +20,6 @@ from hf_transfer.trainer import OBJECTIVES, OBJECTIVES_FILE, attach_objective
 from recipes import domain_adaptation
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine its synchronisation costs more
-    than it brings (the same choice as the notebook test); the previous setting comes back after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def domains(tmp_path_factory):
     return write_domains(tmp_path_factory.mktemp("domains"))

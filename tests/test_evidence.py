@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset
 from transformers import BertConfig, BertModel, DataCollatorWithPadding
 
-from audio_helpers import make_label_folders, one_thread, save_speech_checkpoint, write_clip  # noqa: F401 (one_thread: fixture)
+from audio_helpers import make_label_folders, save_speech_checkpoint, write_clip
 from conftest import make_tokenizer, recipe_argv, review_rows
 from hf_transfer import HfTransferError
 from hf_transfer.evidence import Run, lower_is_better, summarise, write_report

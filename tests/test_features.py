@@ -5,7 +5,6 @@ import torch
 from datasets import Dataset
 from transformers import BertConfig, BertModel, DataCollatorWithPadding
 
-from audio_helpers import one_thread  # noqa: F401 (a module fixture: tiny models run faster on one thread)
 from conftest import make_tokenizer, review_rows
 from hf_transfer.features import embed, frozen_baseline
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SHARED_DATA, one_line_error
-from image_helpers import make_label_folders, one_thread, save_tiny_vit, write_bad_images  # noqa: F401  (one_thread: a fixture)
+from image_helpers import make_label_folders, save_tiny_vit, write_bad_images
 from hf_transfer.errors import HfTransferError, run_cli
 from recipes import image_classification, linear_probe
 

@@ -14,15 +14,6 @@ from hf_transfer.prefix_cache import FrozenPrefixCache, inputs_vary_per_epoch
 from hf_transfer.trainer import SeededLengthGroupedSampler
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP's waiting made these tests 3x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     return make_tokenizer(tmp_path_factory.mktemp("tok"))

@@ -16,15 +16,6 @@ WORDS = "the a cat dog bird sat ran on under mat rug red blue big small and saw"
 REVIEW_WORDS = ["the", "movie", "was", "great", "good", "bad", "and", "it", "not", "phone", "hotel", "dull"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~40x faster on one thread than on two contended ones (measured: 27 ms vs 1 s a step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def word_tokenizer(words=WORDS, pad=True, special=("</s>",)):
     """A real word-level tokenizer (tokenizers library) with T5's special ids: <pad> 0, </s> 1, <unk> 2."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors

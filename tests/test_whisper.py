@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from audio_helpers import make_label_folders, one_thread, save_whisper_checkpoint, tiny_whisper_config  # noqa: F401 (one_thread: fixture)
+from audio_helpers import make_label_folders, save_whisper_checkpoint, tiny_whisper_config
 from hf_transfer import StrategyArgs, head_module_names, layer_groups
 from hf_transfer.errors import HfTransferError
 from recipes import audio_classification
