@@ -214,7 +214,9 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
     check_architecture(config)
     spec = architecture_spec(config.model_type)
     if config.model_type == "whisper":
-        backbone, stem_paths, stack = _whisper_encoder(inner), ("conv1", "conv2", "embed_positions"), spec.stacks[0]
+        # The encoder's share of the layer map's embeddings (conv1, conv2, embed_positions), inside the encoder.
+        backbone, stack = _whisper_encoder(inner), spec.stacks[0]
+        stem_paths = tuple(path.removeprefix("encoder.") for path in spec.embeddings if path.startswith("encoder."))
         blocks_path, stem_name = stack.blocks.removeprefix("encoder."), "the conv stem and position table"
     else:
         backbone, (embeddings_path,), (stack,) = inner.base_model, spec.embeddings, spec.stacks
