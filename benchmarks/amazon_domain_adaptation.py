@@ -18,7 +18,8 @@ Settings:
 - reduced (what a 2-core CPU does in an afternoon): 4 pairs covering each domain once as source and once as target
   (books->dvd, dvd->electronics, electronics->kitchen, kitchen->books), 600 source reviews, 1,000 target reviews (the
   same random 1,000 are the unlabelled stream and the scored set), max length 64, batches of 8 source + 8 target
-  rows (75 steps: at 16 + 16, 38 steps left source-only at 65% source accuracy), 1 epoch, lr 1e-4, seed 1; with
+  rows (75 steps: at 16 + 16, 38 steps left source-only at 65% source accuracy), 1 epoch, lr 1e-4, seeds 1, 2, 3 on
+  those 4 pairs (seed 1 on the other 8 with `--all_pairs`); with
   `--arms dapt`, DAPT on those 4 pairs: the continued-pretraining recipe's masked-LM defaults on all 2,000 target
   reviews (1 epoch, blocks of 64 tokens), then the source-only run from the adapted encoder.
 
@@ -58,7 +59,10 @@ ARMS = ("source_only", "dann", "coral", "mmd", "domain_norm")
 # multiplier for new layers, fixed without target labels: with the head at the encoder's rate its domain accuracy
 # ended far below chance on every pair, the encoder flipping the domain direction instead of removing it; at 10x the
 # head's accuracy swung between 3% and 89% and the source task collapsed on one pair: it did not help).
-EXTRA_ARMS = {"dapt": [], "dann_head10": ["--adaptation", "dann", "--domain_head_lr_multiplier", "10"]}
+# DANN at weight 0.1: a sensitivity arm, not a selection (source validation cannot choose it: weight 1 passes the
+# check); reported beside DANN, never in its place. Extra arms run with the first seed only.
+EXTRA_ARMS = {"dapt": [], "dann_head10": ["--adaptation", "dann", "--domain_head_lr_multiplier", "10"],
+              "dann_w0.1": ["--adaptation", "dann", "--adaptation_weight", "0.1"]}
 DECLARED_PAIR = ("books", "dvd")  # where CORAL's weight is fixed (without target labels)
 
 SETTINGS = {
@@ -69,7 +73,7 @@ SETTINGS = {
     },
     "reduced": {
         "pairs": [("books", "dvd"), ("dvd", "electronics"), ("electronics", "kitchen"), ("kitchen", "books")],
-        "seeded_pairs": 0, "seeds": [1], "dapt_pairs": 4,
+        "seeded_pairs": 4, "seeds": [1, 2, 3], "dapt_pairs": 4,
         "flags": ["--max_seq_length", "64", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
                   "--learning_rate", "1e-4", "--max_train_samples", "600", "--max_target_samples", "1000",
                   "--diagnostic_samples", "200"],
@@ -375,13 +379,19 @@ def main() -> None:
                         help="results file (a second process on other pairs needs its own; merge the runs afterwards)")
     parser.add_argument("--all_pairs", action="store_true",
                         help="after the setting's own pairs, the rest of the 12 ordered pairs (one seed each)")
+    parser.add_argument("--pairs", nargs="+", metavar="SOURCE->TARGET",
+                        help="run only these pairs of the plan (to split the work between processes, each with --results)")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="FILE",
+                        help="add the runs of these results files that --results lacks (same setting, pair, arm, seed), then report")
     options = parser.parse_args()
     RESULTS = options.results
     if not DATA.is_dir():
         raise SystemExit(f"the Amazon reviews are not at {DATA} (see data_cards/amazon_multidomain.md)")
     if options.step_cost_only:
         return step_cost(options.setting)
-    if not options.report_only:
+    if options.merge:
+        merge(options.merge)
+    elif not options.report_only:
         if not options.no_step_cost:
             step_cost(options.setting)
         cfg = SETTINGS[options.setting]
@@ -390,14 +400,35 @@ def main() -> None:
         plan = [(DECLARED_PAIR, "source_only", cfg["seeds"][0])] if DECLARED_PAIR in pairs else []
         for index, pair in enumerate(pairs):
             seeds = cfg["seeds"] if index < cfg["seeded_pairs"] else cfg["seeds"][:1]
-            plan += [(pair, arm, seed) for seed in seeds for arm in options.arms if arm != "dapt"
-                     if arm in ARMS or index < 4]  # dann_head10: the first 4 pairs
+            plan += [(pair, arm, seed) for seed in seeds for arm in options.arms if arm in ARMS]
+            plan += [(pair, arm, seeds[0]) for arm in options.arms if arm in EXTRA_ARMS and arm != "dapt" and index < 4]
         plan += [(pair, "dapt", seed) for pair in pairs[: cfg["dapt_pairs"]] for seed in cfg["seeds"][:1] if "dapt" in options.arms]
+        if options.pairs:
+            unknown = set(options.pairs) - {pair_name(p) for p in ALL_PAIRS}
+            if unknown:
+                raise SystemExit(f"unknown pair(s) {sorted(unknown)}: write them as source->target, e.g. books->dvd")
+            plan = [step for step in plan if pair_name(step[0]) in options.pairs]
         for pair, arm, seed in dict.fromkeys(plan):
             one_run(load_results(), options.setting, pair, arm, seed)
     table = report(load_results(), options.setting)
     print(table)
     write_markdown(load_results(), options.setting, table)
+
+
+def merge(files: list[Path]) -> None:
+    """Runs from other processes' results files (each ran its own --pairs) join this one; a run already here stays."""
+    results = load_results()
+    key = lambda r: (r["setting"], r["pair"], r["arm"], r["seed"], r.get("superseded"), r.get("from_calibration"))
+    have = {key(r) for r in results["runs"]}
+    for file in files:
+        other = json.loads(file.read_text())
+        added = [r for r in other["runs"] if key(r) not in have]
+        have |= {key(r) for r in added}
+        results["runs"] += added
+        for section in ("calibration", "step_cost"):
+            results[section] = other[section] | results[section]
+        print(f"{file}: {len(added)} runs added", flush=True)
+    save_results(results)
 
 
 def write_markdown(results: dict, setting: str, table: str) -> None:
