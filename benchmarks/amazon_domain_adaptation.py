@@ -339,7 +339,28 @@ def report(results: dict, setting: str) -> str:
         for having, extras in subsets.items():
             lines.append(mean_row(f"mean over the {len(having)} pairs with {' and '.join(extras)}", list(having)))
         plot(runs, complete, arms, setting)
-    return "\n".join(lines)
+    return "\n".join(lines + seed_spread(runs, [a for a in arms if a in ARMS]))
+
+
+def seed_spread(runs: list[dict], arms: list[str]) -> list[str]:
+    """Each method's gain over source-only, averaged over the pairs run with every seed, seed by seed: the spread of
+    those per-seed means is what a claimed gain must exceed (the same seed gives both arms the same data and start)."""
+    seeds = sorted({r["seed"] for r in runs})
+    if len(seeds) < 2:
+        return []
+    accuracy = {(r["pair"], r["arm"], r["seed"]): 100 * r["target_accuracy"] for r in runs}
+    pairs = [p for p in dict.fromkeys(r["pair"] for r in runs) if all((p, a, s) in accuracy for a in arms for s in seeds)]
+    if not pairs:
+        return []
+    lines = ["", f"Gain over source-only (points), mean over the {len(pairs)} pairs run with seeds {seeds} ({', '.join(pairs)}):",
+             "", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd over seeds |", "|---|" + "---|" * (len(seeds) + 1)]
+    for arm in arms:
+        if arm == "source_only":
+            continue
+        gains = [statistics.fmean(accuracy[p, arm, s] - accuracy[p, "source_only", s] for p in pairs) for s in seeds]
+        lines.append(f"| {arm} | " + " | ".join(f"{g:+.1f}" for g in gains)
+                     + f" | **{statistics.fmean(gains):+.1f} ± {statistics.stdev(gains):.1f}** |")
+    return lines
 
 
 def plot(runs, pairs, arms, setting) -> None:
