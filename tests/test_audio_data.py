@@ -12,7 +12,8 @@ from audio_helpers import bad_clips  # noqa: F401  (a fixture)
 from hf_transfer import HfTransferError
 from hf_transfer.data import audio
 from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator, AudioDataArgs, AudioLabelArgs, check_audio, load_audio_classification
-from hf_transfer.data.audio_io import describe, read_audio
+from hf_transfer.data.audio_io import read_audio
+from hf_transfer.data.io import describe
 
 
 

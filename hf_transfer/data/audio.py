@@ -29,6 +29,7 @@ from ..errors import HfTransferError
 from .audio_io import add_noise, probe, read_audio
 from .io import SPLITS, check_media_sources, check_not_empty, describe, media_splits, read_file
 from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
+from .randomness import WorkerRandom
 from .splits import hold_out_validation, subsample
 
 logger = logging.getLogger(__name__)
@@ -325,10 +326,9 @@ class AudioCollator:
         self.max_seconds = max_seconds
         self.augment = augment or AudioAugmentArgs()
         self.min_samples = min_samples
-        self.seed = seed
         # Training clips over max_seconds (a random window each epoch); None: unknown (the loader's report says)
         self.long_training_clips = long_training_clips
-        self._rng, self._rng_owner = None, object()
+        self.random = WorkerRandom(seed)
 
     @property
     def inputs_vary_per_epoch(self) -> str | bool:
@@ -342,23 +342,10 @@ class AudioCollator:
                     "window each epoch (pass --long_audio skip or a larger --max_duration_seconds)")
         return False
 
-    def rng(self) -> np.random.Generator:
-        # DataLoader workers get a fresh seed per worker and per epoch; reseeding from it keeps workers from
-        # repeating each other's augmentation. Without workers, one generator runs through the whole training.
-        # The process rank is mixed in because every rank starts from the same seed.
-        worker = torch.utils.data.get_worker_info()
-        owner = None if worker is None else worker.seed
-        if self._rng is None or owner != self._rng_owner:
-            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-            rank = torch.distributed.get_rank() if distributed else 0
-            self._rng = np.random.default_rng([self.seed if worker is None else worker.seed, rank])
-            self._rng_owner = owner
-        return self._rng
-
     def waveform(self, row: dict) -> np.ndarray:
         if not row.get("augment"):
             return read_audio(row["audio"], self.sampling_rate, max_seconds=self.max_seconds)
-        rng = self.rng()
+        rng = self.random.generator()
         speed = float(rng.choice(self.augment.speed_factors)) if self.augment.speed_factors else 1.0
         waveform = read_audio(row["audio"], self.sampling_rate, max_seconds=self.max_seconds, rng=rng, speed=speed)
         probability = 0.5 if self.augment.noise_probability is None else self.augment.noise_probability

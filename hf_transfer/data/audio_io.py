@@ -13,7 +13,7 @@ import numpy as np
 import soundfile
 import torch
 
-from .io import describe, open_target  # noqa: F401  (describe: imported from here by callers and tests)
+from .io import open_target
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import torch
 from ..errors import HfTransferError
 from .io import SPLITS, check_media_sources, check_not_empty, describe, media_splits, open_target, read_file, read_splits
 from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
+from .randomness import WorkerRandom
 from .splits import hold_out_validation, subsample
 
 logger = logging.getLogger(__name__)
@@ -362,21 +363,7 @@ class ImageCollator:
         self.augment = augment or ImageAugmentArgs()
         self.size = processor_output_size(image_processor)
         self.interpolation = _interpolation(image_processor)
-        self.seed = seed
-        self._rng, self._rng_owner = None, object()
-
-    def rng(self) -> np.random.Generator:
-        # DataLoader workers get a fresh seed per worker and per epoch; reseeding from it keeps workers from
-        # repeating each other's crops. Without workers, one generator runs through the whole training. The
-        # process rank is mixed in because every rank starts from the same seed.
-        worker = torch.utils.data.get_worker_info()
-        owner = None if worker is None else worker.seed
-        if self._rng is None or owner != self._rng_owner:
-            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-            rank = torch.distributed.get_rank() if distributed else 0
-            self._rng = np.random.default_rng([self.seed if worker is None else worker.seed, rank])
-            self._rng_owner = owner
-        return self._rng
+        self.random = WorkerRandom(seed)
 
     @property
     def inputs_vary_per_epoch(self) -> bool:
@@ -393,7 +380,7 @@ class ImageCollator:
     def _augmented(self, image):
         from torchvision.transforms.v2 import functional as F
 
-        rng = self.rng()
+        rng = self.random.generator()
         if self.augment.random_resized_crop:
             top, left, h, w = crop_box(image.height, image.width, tuple(self.augment.crop_scale), rng)
             image = F.resized_crop(image, top, left, h, w, list(self.size), interpolation=self.interpolation, antialias=True)
