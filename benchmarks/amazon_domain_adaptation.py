@@ -15,6 +15,10 @@ Settings:
   validation), all 2,000 target reviews unlabelled in training and scored, max length 128, 2 epochs, batches of
   16 + 16 rows, lr 1e-4; 3 seeds on the first 4 pairs, 1 seed on the rest; DAPT (masked-LM pretraining on the
   target text, then source-only) on 4 pairs. Not run yet (the settings are untested beyond the reduced one).
+- all_reviews: the full setting's data (all of the source's reviews less 10% for validation, all 2,000 target
+  reviews unlabelled and scored) at the reduced setting's length 64, batches of 8 + 8 rows and 1 epoch (225 steps),
+  seed 1, on the reduced setting's 4 pairs, CORAL and MMD at the weights fixed in the reduced setting (about 40
+  CPU minutes a pair on one thread).
 - reduced (what a 2-core CPU does in an afternoon): 4 pairs covering each domain once as source and once as target
   (books->dvd, dvd->electronics, electronics->kitchen, kitchen->books), 600 source reviews, 1,000 target reviews (the
   same random 1,000 are the unlabelled stream and the scored set), max length 64, batches of 8 source + 8 target
@@ -78,6 +82,12 @@ SETTINGS = {
                   "--learning_rate", "1e-4", "--max_train_samples", "600", "--max_target_samples", "1000",
                   "--diagnostic_samples", "200"],
     },
+    "all_reviews": {  # the data sizes at the reduced setting's length and schedule (1 epoch = 225 steps)
+        "pairs": [("books", "dvd"), ("dvd", "electronics"), ("electronics", "kitchen"), ("kitchen", "books")],
+        "seeded_pairs": 0, "seeds": [1], "dapt_pairs": 0, "weights_from": "reduced",
+        "flags": ["--max_seq_length", "64", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+                  "--learning_rate", "1e-4", "--diagnostic_samples", "200"],
+    },
 }
 
 
@@ -136,6 +146,11 @@ def calibrated_weight(results: dict, setting: str, method: str) -> float:
     key = f"{setting}:{method}_weight"
     if key in results["calibration"]:
         return results["calibration"][key]["weight"]
+    if "weights_from" in SETTINGS[setting]:  # fixed in another setting and kept, not chosen again
+        fixed = f"{SETTINGS[setting]['weights_from']}:{method}_weight"
+        if fixed not in results["calibration"]:
+            raise SystemExit(f"setting {setting} keeps the weights fixed in {fixed.split(':')[0]}: run that one first")
+        return results["calibration"][fixed]["weight"]
     seed = SETTINGS[setting]["seeds"][0]
     reference = done(results, setting, DECLARED_PAIR, "source_only", seed)["source_validation_accuracy"]
     tried = {}
@@ -471,10 +486,11 @@ def write_markdown(results: dict, setting: str, table: str) -> None:
         lines += [f"Step cost ({cost['batch']}; {cost['what']}; {cost.get('threads', '?')} thread(s)): "
                   + ", ".join(f"{a} {s:.2f} s (x{cost['ratio_to_source_only'][a]})" for a, s in cost["seconds_per_step"].items()), ""]
     for method in CANDIDATES:
-        calibration = results["calibration"].get(f"{setting}:{method}_weight")
+        fixed_in = SETTINGS[setting].get("weights_from", setting)
+        calibration = results["calibration"].get(f"{fixed_in}:{method}_weight")
         if calibration:
             tried = ", ".join(f"{arm} {100 * acc:.1f}" for arm, acc in calibration["tried_source_validation_accuracy"].items())
-            lines += [f"{method} weight {calibration['weight']:g}, fixed on {calibration['pair']}: {calibration['rule']} "
+            lines += [f"{method} weight {calibration['weight']:g}, fixed on {calibration['pair']} in setting '{fixed_in}': {calibration['rule']} "
                       f"(source-only {100 * calibration['source_only_validation_accuracy']:.1f}; tried: {tried}).", ""]
     plot_file = RESULTS.with_name(f"amazon_domain_adaptation_{setting}.png")
     if plot_file.is_file():
