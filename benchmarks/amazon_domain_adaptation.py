@@ -318,8 +318,8 @@ def report(results: dict, setting: str) -> str:
     pairs = list(dict.fromkeys(r["pair"] for r in runs))
     arms = [a for a in (*ARMS, *EXTRA_ARMS) if any(r["arm"] == a for r in runs)]
 
-    def cell(pair, arm, key="target_accuracy"):
-        values = [100 * r[key] for r in runs if r["pair"] == pair and r["arm"] == arm]
+    def cell(pair, arm, key="target_accuracy", seeds=None):
+        values = [100 * r[key] for r in runs if r["pair"] == pair and r["arm"] == arm and (seeds is None or r["seed"] in seeds)]
         if not values:
             return None, None, 0
         return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
@@ -336,9 +336,9 @@ def report(results: dict, setting: str) -> str:
         if all(cell(pair, arm)[0] is not None for arm in arms if arm not in EXTRA_ARMS):  # those run on some pairs only
             complete.append(pair)
 
-    def mean_row(title: str, over: list) -> str:
-        means = {arm: statistics.fmean(cell(p, arm)[0] for p in over) if all(cell(p, arm)[0] is not None for p in over)
-                 else None for arm in arms}
+    def mean_row(title: str, over: list, seeds=None) -> str:
+        means = {arm: statistics.fmean(cell(p, arm, seeds=seeds)[0] for p in over)
+                 if all(cell(p, arm, seeds=seeds)[0] is not None for p in over) else None for arm in arms}
         base = means.get("source_only")
         return f"| **{title}** | " + " | ".join(
             "—" if means[a] is None else f"**{means[a]:.1f}**" + (f" ({means[a] - base:+.1f})" if base is not None
@@ -352,7 +352,10 @@ def report(results: dict, setting: str) -> str:
             if having and len(having) < len(complete):
                 subsets.setdefault(having, []).append(extra)
         for having, extras in subsets.items():
-            lines.append(mean_row(f"mean over the {len(having)} pairs with {' and '.join(extras)}", list(having)))
+            # The extra arms ran with the first seed only: every arm of this row is read at that seed.
+            first = min(r["seed"] for r in runs)
+            lines.append(mean_row(f"mean over the {len(having)} pairs with {' and '.join(extras)} (seed {first})",
+                                  list(having), seeds={first}))
         plot(runs, complete, arms, setting)
     return "\n".join(lines + seed_spread(runs, [a for a in arms if a in ARMS]))
 
