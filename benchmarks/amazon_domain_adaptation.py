@@ -346,6 +346,10 @@ def report(results: dict, setting: str) -> str:
 
     if complete:
         lines.append(mean_row(f"mean over {len(complete)} complete pairs", complete))
+        first = min(r["seed"] for r in runs)
+        if len({r["seed"] for r in runs}) > 1 and all(cell(p, a, seeds={first})[0] is not None for p in complete for a in arms
+                                                      if a not in EXTRA_ARMS):  # like for like: one seed everywhere
+            lines.append(mean_row(f"mean over {len(complete)} complete pairs (seed {first})", complete, seeds={first}))
         subsets: dict[tuple, list[str]] = {}  # the pairs an extra arm ran on -> those arms (one row per set of pairs)
         for extra in EXTRA_ARMS:
             having = tuple(p for p in complete if cell(p, extra)[0] is not None)
@@ -353,7 +357,6 @@ def report(results: dict, setting: str) -> str:
                 subsets.setdefault(having, []).append(extra)
         for having, extras in subsets.items():
             # The extra arms ran with the first seed only: every arm of this row is read at that seed.
-            first = min(r["seed"] for r in runs)
             lines.append(mean_row(f"mean over the {len(having)} pairs with {' and '.join(extras)} (seed {first})",
                                   list(having), seeds={first}))
         plot(runs, complete, arms, setting)
