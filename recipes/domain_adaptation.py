@@ -1,12 +1,12 @@
 """Domain adaptation: train on a labelled source domain while adapting to an unlabelled target domain.
 
-    python recipes/domain_adaptation.py --train_file books.csv --target_file kitchen.csv --adaptation dann
+    python recipes/domain_adaptation.py --train_file books.csv --target_file kitchen.csv   # mmd, the default
     python recipes/domain_adaptation.py --train_file ../shared/data/amazon_multidomain/books \\
         --target_file ../shared/data/amazon_multidomain/kitchen --adaptation coral --strategy lora --learning_rate 5e-4
 
 The source takes the sentiment recipe's options and column rules; the target needs the source's text column, and
 its labels (when present) only score the run. Every batch holds source rows and `--target_per_source` target rows
-per source row; the method's loss (`--adaptation dann|coral|mmd|domain_norm`, `--adaptation_weight`) is added to the
+per source row; the method's loss (`--adaptation mmd|dann|coral|domain_norm`, default mmd; `--adaptation_weight`) is added to the
 source loss by the trainer, and both are logged (`task_loss`, `adaptation_loss`). `--adaptation source_only` is the
 reference. Reported: source validation accuracy beside target accuracy, and the proxy A-distance before and after.
 """
