@@ -364,24 +364,27 @@ def report(results: dict, setting: str) -> str:
 
 
 def seed_spread(runs: list[dict], arms: list[str]) -> list[str]:
-    """Each method's gain over source-only, averaged over the pairs run with every seed, seed by seed: the spread of
-    those per-seed means is what a claimed gain must exceed (the same seed gives both arms the same data and start)."""
+    """Each method's gain over source-only, averaged over the pairs where both ran with every seed, seed by seed: the
+    spread of those per-seed means is what a claimed gain must exceed (the same seed gives both arms the same data
+    and start)."""
     seeds = sorted({r["seed"] for r in runs})
     if len(seeds) < 2:
         return []
     accuracy = {(r["pair"], r["arm"], r["seed"]): 100 * r["target_accuracy"] for r in runs}
-    pairs = [p for p in dict.fromkeys(r["pair"] for r in runs) if all((p, a, s) in accuracy for a in arms for s in seeds)]
-    if not pairs:
-        return []
-    lines = ["", f"Gain over source-only (points), mean over the {len(pairs)} pairs run with seeds {seeds} ({', '.join(pairs)}):",
-             "", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd over seeds |", "|---|" + "---|" * (len(seeds) + 1)]
+    all_pairs = list(dict.fromkeys(r["pair"] for r in runs))
+    rows = []
     for arm in arms:
-        if arm == "source_only":
+        pairs = [p for p in all_pairs if all((p, a, s) in accuracy for a in (arm, "source_only") for s in seeds)]
+        if arm == "source_only" or not pairs:
             continue
         gains = [statistics.fmean(accuracy[p, arm, s] - accuracy[p, "source_only", s] for p in pairs) for s in seeds]
-        lines.append(f"| {arm} | " + " | ".join(f"{g:+.1f}" for g in gains)
-                     + f" | **{statistics.fmean(gains):+.1f} ± {statistics.stdev(gains):.1f}** |")
-    return lines
+        rows.append(f"| {arm} | {len(pairs)}: {', '.join(pairs)} | " + " | ".join(f"{g:+.1f}" for g in gains)
+                    + f" | **{statistics.fmean(gains):+.1f} ± {statistics.stdev(gains):.1f}** |")
+    if not rows:
+        return []
+    return ["", f"Gain over source-only (points), per seed, mean over the pairs where both arms ran with seeds {seeds}:", "",
+            "| method | pairs | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd over seeds |",
+            "|---|---|" + "---|" * (len(seeds) + 1), *rows]
 
 
 def plot(runs, pairs, arms, setting) -> None:
