@@ -200,11 +200,11 @@ def one_run(results: dict, setting: str, pair, arm: str, seed: int, weight: floa
     argv = ["--train_file", str(DATA / pair[0]), "--target_file", str(DATA / pair[1]), "--output_dir", str(run_dir),
             "--overwrite_output_dir", "true", "--seed", str(seed), "--save_strategy", "no", "--eval_strategy", "no",
             "--logging_steps", "10", "--disable_tqdm", "true", *cfg["flags"]]
-    if arm in EXTRA_ARMS and arm != "dapt":
-        argv += EXTRA_ARMS[arm]
-    elif arm == "dapt":
+    if arm == "dapt":
         adapted = pretrain_on_target(setting, pair, run_dir.parent)
         argv += ["--adaptation", "source_only", "--model_name_or_path", str(adapted)]
+    elif arm in EXTRA_ARMS:
+        argv += EXTRA_ARMS[arm]
     else:
         argv += ["--adaptation", arm.split("_w")[0]]
         if weight is not None:
@@ -365,8 +365,8 @@ def report(results: dict, setting: str) -> str:
 
 def seed_spread(runs: list[dict], arms: list[str]) -> list[str]:
     """Each method's gain over source-only, averaged over the pairs where both ran with every seed, seed by seed: the
-    spread of those per-seed means is what a claimed gain must exceed (the same seed gives both arms the same data
-    and start)."""
+    spread of those per-seed means is what a claimed gain must exceed (the same seed gives both arms the same
+    source and target reviews)."""
     seeds = sorted({r["seed"] for r in runs})
     if len(seeds) < 2:
         return []
