@@ -262,7 +262,7 @@ def step_cost(setting: str, rounds: int = 5) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from hf_transfer.models import load_pretrained
+    from hf_transfer.models.loading import load_pretrained
     from hf_transfer.trainer import TransferTrainer
     from recipes import domain_adaptation
 

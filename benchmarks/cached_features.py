@@ -54,12 +54,19 @@ def main() -> None:
     if not (SST2 / "train.tsv").is_file():
         sys.exit(f"skipped: SST-2 not found at {SST2}")
 
-    from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, logging
+    from transformers import (
+        AutoModel,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        logging,
+    )
 
     from hf_transfer.data.text import TextDataArgs, load_text_classification
-    from hf_transfer.features import cached_embed, fit_head, score_head
-    from hf_transfer.metrics import compute_classification_metrics
-    from hf_transfer.models import default_model_path
+    from hf_transfer.evidence.features import cached_embed, fit_head, score_head
+    from hf_transfer.metrics.classification import compute_classification_metrics
+    from hf_transfer.models.loading import default_model_path
 
     logging.set_verbosity_error()
     path = default_model_path()

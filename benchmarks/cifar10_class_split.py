@@ -157,7 +157,7 @@ def done_runs(path: Path) -> list[dict]:
 
 
 def report(records: list[dict]) -> Path | None:
-    from hf_transfer.evidence import Run, write_report
+    from hf_transfer.evidence.compare import Run, write_report
 
     records = [relative(r) for r in records]
     runs = [Run(r["arm"], r["seed"], r["metrics"], r.get("log_history", []), None, None, r["train_size"])
@@ -207,7 +207,7 @@ def main() -> None:
     if not CIFAR.is_dir():
         sys.exit(f"{CIFAR} is missing: the benchmark reads CIFAR-10 in place (see data_cards/cifar10.md)")
 
-    from hf_transfer.evidence import SCRATCH
+    from hf_transfer.evidence.compare import SCRATCH
     from recipes import compare, image_classification, linear_probe
 
     RESULTS.mkdir(parents=True, exist_ok=True)

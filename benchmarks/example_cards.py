@@ -9,7 +9,7 @@ clips, copy pairs, coloured images), offline, in about a minute on 2 CPU cores. 
 `example/tiny-bert`, `example/tiny-wav2vec2` and `example/tiny-vit` (--base_model_name) and the repositories as
 `your-name/<recipe>-example` (--hub_model_id, nothing is pushed), so the cards show what a real run's card holds:
 metadata, results, training options and loading code. The numbers in them are those of random tiny models, not results.
-Nothing here is hand-written: rerun the script after changing hf_transfer/cards.py.
+Nothing here is hand-written: rerun the script after changing hf_transfer/sharing/cards.py.
 """
 from __future__ import annotations
 

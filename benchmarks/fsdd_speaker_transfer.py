@@ -113,10 +113,10 @@ def keep(metrics: dict, *keys) -> dict:
 
 def stage_throughput(results: Results, args) -> None:
     import numpy as np
+    from datasets import Dataset
     from transformers import Wav2Vec2FeatureExtractor
 
     from hf_transfer.data.audio import AudioCollator, AudioDataArgs, check_audio
-    from datasets import Dataset
 
     rows = clips(SPEAKERS, range(50))
     dataset = Dataset.from_dict({"audio": [r["path"] for r in rows], "labels": [r["digit"] for r in rows]})

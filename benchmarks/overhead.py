@@ -26,13 +26,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback,
-    TrainingArguments, logging,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    logging,
 )
 
 from hf_transfer import StrategyArgs, TransferTrainer, apply_strategy  # noqa: E402
 from hf_transfer.data.text import TextDataArgs, load_text_classification  # noqa: E402
-from hf_transfer.models import default_model_path  # noqa: E402
+from hf_transfer.models.loading import default_model_path  # noqa: E402
 
 CONFIGS = {
     "plain Trainer": None,

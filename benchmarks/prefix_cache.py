@@ -41,8 +41,8 @@ ARMS = {
 def run_arm(name: str, args, cache_dir: Path) -> dict:
     from transformers import TrainerCallback, set_seed
 
+    from hf_transfer.run.task import _default_build_model
     from hf_transfer.strategies import apply_strategy, count_parameters
-    from hf_transfer.task import _default_build_model
     from hf_transfer.trainer import TransferTrainer
     from recipes.sentiment import TASK
 

@@ -29,9 +29,9 @@ ARMS = {
 
 
 def main() -> None:
+    import cifar10_class_split as split
     import torch
 
-    import cifar10_class_split as split
     from recipes import image_classification
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

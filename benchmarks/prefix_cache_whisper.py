@@ -41,8 +41,8 @@ SOURCE_SPEAKERS = ("jackson", "lucas", "nicolas", "theo", "yweweler")
 
 def main() -> None:
     import torch
-
     import whisper_fsdd as fsdd
+
     from recipes import audio_classification
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

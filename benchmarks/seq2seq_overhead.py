@@ -38,9 +38,9 @@ def main() -> None:
     from transformers import Seq2SeqTrainer, TrainerCallback, set_seed
 
     from hf_transfer import StrategyArgs
-    from hf_transfer.loaders import load_seq2seq_task
-    from hf_transfer.seq2seq_models import build_seq2seq_model
+    from hf_transfer.models.seq2seq import build_seq2seq_model
     from hf_transfer.strategies import apply_strategy
+    from hf_transfer.tasks.text_to_text import load_seq2seq_task
     from hf_transfer.trainer import Seq2SeqTransferTrainer
     from recipes import text_to_text
 

@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hf_transfer.errors import HfTransferError, run_cli  # noqa: E402
+from hf_transfer.cli import run_cli  # noqa: E402
+from hf_transfer.errors import HfTransferError
 
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}  # 5 (bfloat16) has no numpy type
 BFLOAT16 = 5
@@ -226,7 +227,12 @@ def convert_arrays(arrays: dict) -> dict[str, np.ndarray]:
 def convert(src_dir: str | Path, out_dir: str | Path) -> Path:
     """Write OUT_DIR: model.safetensors, config.json, generation_config.json, tokenizer, feature extractor."""
     import torch
-    from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+    from transformers import (
+        GenerationConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
 
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     spec, arrays = read_ct2(src_dir / "model.bin")

@@ -93,7 +93,11 @@ def k_per_digit(speaker: str, k: int) -> list:
 
 def classification_checkpoint(hf_dir: Path, out: Path) -> Path:
     """WhisperForAudioClassification with tiny.en's encoder (the head is created, and seeded, by the recipe)."""
-    from transformers import WhisperFeatureExtractor, WhisperForAudioClassification, WhisperForConditionalGeneration
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForAudioClassification,
+        WhisperForConditionalGeneration,
+    )
 
     if (out / "model.safetensors").is_file():
         return out
@@ -157,7 +161,11 @@ def normalise(text: str) -> str:
 
 def stage_zero_shot(args, results, hf_dir):
     import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
 
     from hf_transfer.data.audio_io import read_audio
 
@@ -214,10 +222,14 @@ def stage_finetune_wer(args, results, hf_dir, log):
 def pooled_features(model_dir, scratch: bool, rows, seed: int):
     import numpy as np
     import torch
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForAudioClassification,
+    )
 
     from hf_transfer.data.audio_io import read_audio
-    from hf_transfer.whisper import shorten_encoder, windowed_feature_extractor
+    from hf_transfer.models.whisper import shorten_encoder, windowed_feature_extractor
 
     torch.manual_seed(seed)
     model = (WhisperForAudioClassification(WhisperConfig.from_pretrained(model_dir)) if scratch
@@ -315,7 +327,6 @@ def main() -> None:
     if not FSDD.is_dir():
         sys.exit(f"skipped: FSDD not found at {FSDD}")
     import torch
-
     import whisper_ct2
 
     torch.set_num_threads(1)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 # Public name -> the submodule that defines it.
 _EXPORTS = {
-    "parse_args": "config",
+    "parse_args": "cli",
     "ARCHITECTURES": "layers",
     "ArchitectureSpec": "layers",
     "LayerGroup": "layers",

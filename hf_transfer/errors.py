@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Callable
 
 DEBUG_VARIABLE = "HF_TRANSFER_DEBUG"
 
@@ -30,19 +29,3 @@ def report_error(error: HfTransferError, file=None) -> None:
     if debug_enabled():
         traceback.print_exception(error, file=file)
     print(f"error: {error}", file=file, flush=True)
-
-
-def run_cli(main: Callable[[list[str] | None], object]) -> None:
-    """Run a recipe's `main` as a command: bad input is one line on stderr and exit status 2, no traceback.
-
-    A launched run (several processes) leaves its process group here, at the end of the process, and not in
-    `main`, so a notebook or a chain of recipes in one process (dapt, compare) can call `main` again.
-    """
-    from .training import finish_processes
-
-    try:
-        main(None)
-    except HfTransferError as error:
-        report_error(error)
-        sys.exit(2)
-    finish_processes()

@@ -42,7 +42,7 @@ from functools import reduce
 
 from torch import nn
 
-from .errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 # The stack that `feature_extraction` trains with the head in an encoder-decoder model: the decoder reads
 # the encoder's features, so it is the part that adapts to the task (see strategies.py).
@@ -411,3 +411,6 @@ def head_module_names(model: nn.Module) -> list[str]:
                 found.append(path)
                 break
     return found
+
+
+

@@ -97,9 +97,19 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .errors import HfTransferError
-from .layers import architecture_spec, layer_groups, stack_groups, unwrap_model
-from .strategies import DEFAULT_PREFIX_CACHE_DIR as DEFAULT_CACHE_DIR, DEFAULT_PREFIX_CACHE_MB as DEFAULT_MAX_MEMORY_MB
+from hf_transfer.errors import HfTransferError
+from hf_transfer.layers import (
+    architecture_spec,
+    layer_groups,
+    stack_groups,
+    unwrap_model,
+)
+from hf_transfer.strategies import (
+    DEFAULT_PREFIX_CACHE_DIR as DEFAULT_CACHE_DIR,
+)
+from hf_transfer.strategies import (
+    DEFAULT_PREFIX_CACHE_MB as DEFAULT_MAX_MEMORY_MB,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +244,7 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
             break
         frozen += 1
     if strategy is not None:
-        from .strategies import frozen_groups
+        from hf_transfer.strategies import frozen_groups
 
         expected = sum(1 for g in frozen_groups(groups, strategy) if g.stack == stack.name)
         if frozen < expected:
@@ -651,7 +661,7 @@ class FrozenPrefixCache:
     def _namespace(self, device: torch.device) -> str:
         import transformers
 
-        from .features import model_fingerprint
+        from hf_transfer.evidence.features import model_fingerprint
 
         config = self.layout.backbone.config
         parts = {
@@ -847,3 +857,6 @@ class PrefixCacheCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             print(self.cache.stats.summary(), flush=True)
+
+
+

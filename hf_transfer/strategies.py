@@ -24,9 +24,16 @@ from pathlib import Path
 
 from torch import nn
 
-from .errors import HfTransferError
-from .layers import (
-    DECODER, LayerGroup, config_spec, head_module_names, layer_groups, stack_depths, stack_groups, unwrap_model,
+from hf_transfer.errors import HfTransferError
+from hf_transfer.layers import (
+    DECODER,
+    LayerGroup,
+    config_spec,
+    head_module_names,
+    layer_groups,
+    stack_depths,
+    stack_groups,
+    unwrap_model,
 )
 
 STRATEGIES = ("full", "freeze", "feature_extraction", "gradual", "lora", "peft")
@@ -172,7 +179,7 @@ class StrategyArgs:
             return
         self.check_stacks(stack_depths(config))  # raises for an architecture the layer map does not know
         if self.cache_frozen_prefix:
-            from .prefix_cache import check_architecture
+            from hf_transfer.prefix_cache import check_architecture
 
             check_architecture(config)
 
@@ -295,3 +302,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; tied parameters count once."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+

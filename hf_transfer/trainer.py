@@ -10,11 +10,14 @@ import torch
 from torch import nn
 from torch.utils.data import RandomSampler
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_pt_utils import (
+    LengthGroupedSampler,
+    get_length_grouped_indices,
+)
 
-from .errors import HfTransferError
-from .layers import LayerGroup, layer_groups, unwrap_model
-from .strategies import StrategyArgs
+from hf_transfer.errors import HfTransferError
+from hf_transfer.layers import LayerGroup, layer_groups, unwrap_model
+from hf_transfer.strategies import StrategyArgs
 
 
 def layerwise_parameter_groups(
@@ -246,7 +249,7 @@ def check_setup(model, args, strategy: StrategyArgs, collator=None) -> None:
         if args.ddp_find_unused_parameters is False:
             raise HfTransferError("--strategy gradual needs --ddp_find_unused_parameters True (frozen groups produce no gradient)")
     if strategy.cache_frozen_prefix:
-        from .prefix_cache import check_trainer, find_prefix
+        from hf_transfer.prefix_cache import check_trainer, find_prefix
 
         check_trainer(args, collator)
         find_prefix(model, strategy)
@@ -279,7 +282,12 @@ class TransferTrainerMixin:
             self.add_callback(GradualUnfreezing(self.strategy.gradual_every, self.strategy.gradual_unit))
         self.prefix_cache = None
         if self.strategy.cache_frozen_prefix:
-            from .prefix_cache import FrozenPrefixCache, PrefixCacheCallback, PrefixCacheOptions, check_trainer
+            from hf_transfer.prefix_cache import (
+                FrozenPrefixCache,
+                PrefixCacheCallback,
+                PrefixCacheOptions,
+                check_trainer,
+            )
 
             check_trainer(self.args, self.data_collator, fsdp=getattr(self, "is_fsdp_enabled", False),
                           deepspeed=getattr(self, "is_deepspeed_enabled", False))
@@ -378,3 +386,6 @@ class TransferTrainer(TransferTrainerMixin, Trainer):
 
 class Seq2SeqTransferTrainer(TransferTrainerMixin, Seq2SeqTrainer):
     """`Seq2SeqTrainer` with the transfer strategy (T5, EncoderDecoderModel; `predict_with_generate` evaluation)."""
+
+
+

@@ -9,18 +9,23 @@
 From Python (a notebook): `from recipes.audio_classification import main; metrics = main([...])`.
 The convolutional feature encoder stays frozen (--freeze_feature_encoder) under every strategy (Whisper: its conv stem).
 A Whisper checkpoint (WhisperForAudioClassification: encoder + projector/classifier head) takes log-mel features in
-30 s windows; `--whisper_window_seconds 1` pads short clips to 1 s instead (hf_transfer/whisper.py says what it costs).
+30 s windows; `--whisper_window_seconds 1` pads short clips to 1 s instead (hf_transfer/models/whisper.py says what it costs).
 """
+from hf_transfer.cli import run_cli
 from hf_transfer.data.audio import AudioAugmentArgs, AudioDataArgs, AudioLabelArgs
-from hf_transfer.errors import run_cli
-from hf_transfer.speech import SpeechModelArgs
-from hf_transfer.task import Task
-from hf_transfer.whisper import WhisperArgs, build_audio_model, load_audio_task, prepare_audio_model
+from hf_transfer.models.speech import SpeechModelArgs
+from hf_transfer.models.whisper import WhisperArgs
+from hf_transfer.run.task import Task
+from hf_transfer.tasks.audio_classification import (
+    build_audio_model,
+    load_audio_task,
+    prepare_audio_model,
+)
 
 TASK = Task(
     name="audio classification",
     arguments=(AudioDataArgs, AudioLabelArgs, AudioAugmentArgs, SpeechModelArgs, WhisperArgs),
-    load=load_audio_task,  # Whisper checkpoints by hf_transfer.whisper, the wav2vec2 family by hf_transfer.loaders
+    load=load_audio_task,  # Whisper checkpoints and the wav2vec2 family alike (hf_transfer/tasks/audio_classification.py)
     model_class="AutoModelForAudioClassification",
     # The Hugging Face audio-classification example's settings (lr 3e-5, 10% warmup); clips decode in the collator,
     # so the raw columns must reach it.

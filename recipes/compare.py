@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_transfer import parse_args
-from hf_transfer.errors import HfTransferError, run_cli
-from hf_transfer.evidence import SCRATCH, Run, write_report
-from hf_transfer.features import HEADS, stratified_folds
-from hf_transfer.task import Args, Task, load_recipe
-from recipes import linear_probe
+from hf_transfer.cli import run_cli
+from hf_transfer.errors import HfTransferError
+from hf_transfer.evidence.compare import SCRATCH, Run, write_report
+from hf_transfer.evidence.features import HEADS, stratified_folds
+from hf_transfer.run.task import Args, Task
+from recipes import linear_probe, load_recipe
 
 PRESETS = {
     "full": "--strategy full",
@@ -168,7 +169,13 @@ def fold_files(task: Task, base: list[str], k: int, seed: int, out: Path) -> lis
     """Write k stratified (train, held-out) JSONL pairs of the raw training data; returns their paths (text recipes)."""
     import numpy as np
 
-    from hf_transfer.data.text import LABEL_COLUMNS, TEXT_COLUMNS, TextDataArgs, load_raw, pick_column
+    from hf_transfer.data.text import (
+        LABEL_COLUMNS,
+        TEXT_COLUMNS,
+        TextDataArgs,
+        load_raw,
+        pick_column,
+    )
 
     data_args = task.parse(base)[TextDataArgs]
     raw = load_raw(data_args)["train"]

@@ -8,11 +8,11 @@ merged first) with its tokenizer, so every recipe loads it with `--model_name_or
 """
 import math
 
+from hf_transfer.cli import run_cli
 from hf_transfer.data.mlm import MaskedLMDataArgs
-from hf_transfer.errors import run_cli
-from hf_transfer.loaders import load_masked_lm_task
-from hf_transfer.models import carry_over_base_weights, load_masked_lm
-from hf_transfer.task import Task
+from hf_transfer.models.loading import carry_over_base_weights, load_masked_lm
+from hf_transfer.run.task import Task
+from hf_transfer.tasks.masked_lm import load_masked_lm_task
 
 
 def before_train(trainer, args, data) -> dict:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_transfer import parse_args
+from hf_transfer.cli import run_cli
 from hf_transfer.data.text import TextDataArgs
-from hf_transfer.errors import HfTransferError, run_cli
+from hf_transfer.errors import HfTransferError
 from recipes import continued_pretraining, sentiment
 
 COMPARED = ("validation_accuracy", "validation_f1", "baseline_accuracy", "test_accuracy")

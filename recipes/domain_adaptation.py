@@ -10,13 +10,18 @@ per source row; the method's loss (`--adaptation mmd|dann|coral|domain_norm`, de
 source loss by the trainer, and both are logged (`task_loss`, `adaptation_loss`). `--adaptation source_only` is the
 reference. Reported: source validation accuracy beside target accuracy, and the proxy A-distance before and after.
 """
-from hf_transfer.adaptation.task import (
-    AdaptationArgs, adaptation_card_notes, adaptation_lines, diagnose_after, diagnose_before, load_domain_adaptation_task,
+from hf_transfer.cli import run_cli
+from hf_transfer.data.domains import DomainDataArgs
+from hf_transfer.run.task import Task
+from hf_transfer.tasks.domain_adaptation import (
+    AdaptationArgs,
+    adaptation_card_notes,
+    adaptation_lines,
+    diagnose_after,
+    diagnose_before,
+    load_domain_adaptation_task,
     prepare_adaptation_model,
 )
-from hf_transfer.data.domains import DomainDataArgs
-from hf_transfer.errors import run_cli
-from hf_transfer.task import Task
 
 TASK = Task(
     name="domain_adaptation",

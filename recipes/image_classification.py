@@ -12,10 +12,10 @@ files skipped and counted, or an error with --on_bad_image error) and decoded in
 get a random resized crop and a horizontal flip (--random_resized_crop, --crop_scale, --horizontal_flip).
 `--from_scratch` gives the checkpoint's architecture random weights: the no-transfer baseline.
 """
+from hf_transfer.cli import run_cli
 from hf_transfer.data.image import ImageAugmentArgs, ImageDataArgs
-from hf_transfer.errors import run_cli
-from hf_transfer.loaders import load_image_classification_task
-from hf_transfer.task import Task
+from hf_transfer.run.task import Task
+from hf_transfer.tasks.image_classification import load_image_classification_task
 
 TASK = Task(
     name="image classification",

@@ -25,11 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_transfer.config import load_config_file
-from hf_transfer.errors import HfTransferError, run_cli
-from hf_transfer.features import FeatureArgs, cached_embed, cross_validate, fit_head, plot_feature_views, score_head
-from hf_transfer.report import RunClock
-from hf_transfer.task import Args, Task, load_recipe
+from hf_transfer.cli import load_config_file, run_cli
+from hf_transfer.errors import HfTransferError
+from hf_transfer.evidence.features import (
+    FeatureArgs,
+    cached_embed,
+    cross_validate,
+    fit_head,
+    plot_feature_views,
+    score_head,
+)
+from hf_transfer.run.finish import RunClock
+from hf_transfer.run.task import Args, Task
+from recipes import load_recipe
 
 DEFAULT_RECIPE = "sentiment"
 
@@ -87,7 +95,7 @@ def parse(argv: list[str] | None = None) -> tuple[Task, Args]:
 def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModel
 
-    from hf_transfer.models import load_pretrained
+    from hf_transfer.models.loading import load_pretrained
 
     clock = RunClock()
     task, args = parse(argv)

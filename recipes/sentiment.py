@@ -6,12 +6,18 @@
 
 From Python (a notebook): `from recipes.sentiment import main; metrics = main(["--strategy", "lora"])`.
 """
-from hf_transfer.baselines import baseline_lines, evaluate_source_before, forgetting_lines, frozen_baseline_after, source_after
+from hf_transfer.cli import run_cli
 from hf_transfer.data.text import TextDataArgs
-from hf_transfer.errors import run_cli
-from hf_transfer.features import BaselineArgs
-from hf_transfer.loaders import load_text_classification_task
-from hf_transfer.task import Task
+from hf_transfer.evidence.baselines import (
+    BaselineArgs,
+    baseline_lines,
+    evaluate_source_before,
+    forgetting_lines,
+    frozen_baseline_after,
+    source_after,
+)
+from hf_transfer.run.task import Task
+from hf_transfer.tasks.text_classification import load_text_classification_task
 
 
 def after_train(trainer, args, data, train_metrics) -> dict:

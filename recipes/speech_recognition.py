@@ -9,12 +9,13 @@
 From Python (a notebook): `from recipes.speech_recognition import main; metrics = main([...])`.
 The vocabulary is built from the training transcripts and saved with the processor in --output_dir.
 """
-from hf_transfer.ctc import TranscriptArgs
+from hf_transfer.cli import run_cli
 from hf_transfer.data.audio import AudioAugmentArgs, AudioDataArgs
-from hf_transfer.errors import run_cli
-from hf_transfer.loaders import load_ctc_task, prepare_speech_model
-from hf_transfer.speech import SpeechModelArgs
-from hf_transfer.task import Task
+from hf_transfer.data.transcripts import TranscriptArgs
+from hf_transfer.models.speech import SpeechModelArgs
+from hf_transfer.run.task import Task
+from hf_transfer.tasks.audio_classification import prepare_speech_model
+from hf_transfer.tasks.speech_recognition import load_ctc_task
 
 TASK = Task(
     name="speech recognition (CTC)",

@@ -11,11 +11,16 @@ text (BLEU, chrF, ROUGE); their predictions are written beside metrics.json.
 
 From Python (a notebook): `from recipes.text_to_text import main; metrics = main([...])`.
 """
+from hf_transfer.cli import run_cli
 from hf_transfer.data.seq2seq import Seq2SeqDataArgs
-from hf_transfer.errors import run_cli
-from hf_transfer.loaders import keep_seq2seq_predictions, load_seq2seq_task, seq2seq_summary, write_seq2seq_predictions
-from hf_transfer.seq2seq_models import EncoderDecoderArgs, build_seq2seq_model
-from hf_transfer.task import Task
+from hf_transfer.models.seq2seq import EncoderDecoderArgs, build_seq2seq_model
+from hf_transfer.run.task import Task
+from hf_transfer.tasks.text_to_text import (
+    keep_seq2seq_predictions,
+    load_seq2seq_task,
+    seq2seq_summary,
+    write_seq2seq_predictions,
+)
 
 TASK = Task(
     name="text-to-text",

@@ -9,14 +9,19 @@ model class, the trainer and training-argument classes (Seq2Seq, generation at e
 checkpoint's own BPE with its prefix tokens vs a character vocabulary built from the transcripts) and what is
 scored, and a Task fixes those before the checkpoint is read. Transcripts keep their case and punctuation for
 training; WER/CER compare lower-cased text without punctuation. The checkpoint's 30 s window is the default
-(--whisper_window_seconds shortens it; hf_transfer/whisper.py says what that costs).
+(--whisper_window_seconds shortens it; hf_transfer/models/whisper.py says what that costs).
 """
-from hf_transfer.ctc import TranscriptArgs
+from hf_transfer.cli import run_cli
 from hf_transfer.data.audio import AudioAugmentArgs, AudioDataArgs
-from hf_transfer.errors import run_cli
-from hf_transfer.speech import SpeechModelArgs
-from hf_transfer.task import Task
-from hf_transfer.whisper import WhisperArgs, build_recognition_model, load_whisper_recognition_task, prepare_recognition_model
+from hf_transfer.data.transcripts import TranscriptArgs
+from hf_transfer.models.speech import SpeechModelArgs
+from hf_transfer.models.whisper import WhisperArgs
+from hf_transfer.run.task import Task
+from hf_transfer.tasks.speech_recognition import (
+    build_recognition_model,
+    load_whisper_recognition_task,
+    prepare_recognition_model,
+)
 
 TASK = Task(
     name="speech recognition (Whisper, sequence to sequence)",

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-
 from conftest import tiny_config
 
 # Two classes a tiny model can tell apart: low tones and high tones, at mixed rates, channels and formats.

@@ -12,12 +12,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments  # noqa: E402
-
 from conftest import make_tokenizer, review_rows  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import (  # noqa: E402
+    BertConfig,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    TrainingArguments,
+)
+
 from hf_transfer import StrategyArgs, TransferTrainer, layer_groups  # noqa: E402
-from hf_transfer.training import finish_processes  # noqa: E402
+from hf_transfer.run.launch import finish_processes  # noqa: E402
 
 
 def main(out: Path) -> None:

@@ -6,16 +6,29 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from audio_helpers import (
+    bad_clips,  # noqa: F401  (a fixture)
+    make_label_folders,
+    table_from_folders,
+    write_clip,
+    write_corrupt,
+    write_empty,
+    write_table,
+    write_zero_rate,
+)
 
-from audio_helpers import make_label_folders, table_from_folders, write_clip, write_corrupt, write_empty, write_table, write_zero_rate
-from audio_helpers import bad_clips  # noqa: F401  (a fixture)
 from hf_transfer import HfTransferError
 from hf_transfer.data import audio
-from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator, AudioDataArgs, AudioLabelArgs, check_audio, load_audio_classification
+from hf_transfer.data.audio import (
+    AudioAugmentArgs,
+    AudioCollator,
+    AudioDataArgs,
+    AudioLabelArgs,
+    check_audio,
+    load_audio_classification,
+)
 from hf_transfer.data.audio_io import read_audio
 from hf_transfer.data.io import describe
-
-
 
 
 def _dataset(paths):
@@ -94,7 +107,7 @@ def test_every_source_gives_the_same_clips_labels_and_lengths(label_folders, tmp
         "jsonl": ["--train_file", str(table_from_folders(label_folders, table_dir / "train.jsonl", label_key="class"))],
         "hub dataset": ["--dataset_name", str(_hub_folder(tmp_path / "hub", label_folders))],
     }
-    from hf_transfer.config import parse_args
+    from hf_transfer.cli import parse_args
 
     seen = {}
     for name, flags in sources.items():
@@ -113,7 +126,7 @@ def test_every_source_gives_the_same_clips_labels_and_lengths(label_folders, tmp
 
 
 def test_hub_clips_decode_from_their_embedded_bytes(label_folders, tmp_path):
-    from hf_transfer.config import parse_args
+    from hf_transfer.cli import parse_args
 
     data_args, label_args = parse_args((AudioDataArgs, AudioLabelArgs), ["--dataset_name", str(_hub_folder(tmp_path / "hub", label_folders))])
     row = load_audio_classification(data_args, label_args, 16000, 400).datasets["train"][0]
@@ -128,7 +141,7 @@ def test_hub_clips_decode_from_their_embedded_bytes(label_folders, tmp_path):
     ([], r"no training data: pass --dataset_name"),
 ])
 def test_bad_sources_are_one_clear_error(label_folders, tmp_path, flags, message):
-    from hf_transfer.config import parse_args
+    from hf_transfer.cli import parse_args
 
     table = table_from_folders(label_folders, tmp_path / "train.csv", note="x")
     if flags and flags[0] == "--label_column":
@@ -197,9 +210,9 @@ def test_augmentation_touches_training_rows_only(tmp_path):
 
 
 def test_group_by_length_reads_the_length_column_and_decodes_nothing(label_folders, tmp_path, monkeypatch):
+    from audio_helpers import tiny_speech_config
     from transformers import TrainingArguments, Wav2Vec2ForSequenceClassification
 
-    from audio_helpers import tiny_speech_config
     from hf_transfer import TransferTrainer
 
     data = load_audio_classification(AudioDataArgs(train_dir=str(label_folders)), AudioLabelArgs(), 16000, 400)
@@ -219,8 +232,9 @@ def test_group_by_length_reads_the_length_column_and_decodes_nothing(label_folde
 def test_a_per_class_subset_of_clips_and_its_contradictions(label_folders, tmp_path):
     from collections import Counter
 
-    from hf_transfer.ctc import TranscriptArgs, load_speech_recognition
     from audio_helpers import tiny_speech_config
+
+    from hf_transfer.data.transcripts import TranscriptArgs, load_speech_recognition
 
     data_args = AudioDataArgs(train_dir=str(label_folders), validation_dir=str(label_folders), max_train_samples_per_class=2)
     data = load_audio_classification(data_args, AudioLabelArgs(), 16000, 400, seed=0)

@@ -4,9 +4,15 @@ import math
 import numpy as np
 import pytest
 import soundfile
+from audio_helpers import (
+    bad_clips,  # noqa: F401  (fixtures)
+    tone,
+    write_clip,
+    write_corrupt,
+    write_empty,
+    write_zero_rate,
+)
 
-from audio_helpers import tone, write_clip, write_corrupt, write_empty, write_zero_rate
-from audio_helpers import bad_clips  # noqa: F401  (fixtures)
 from hf_transfer.data.audio_io import AudioHeader, add_noise, probe, read_audio
 
 

@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import pytest
 import soundfile
-
 from conftest import SHARED_DATA
+
 from hf_transfer.data.audio import AudioCollator, AudioDataArgs, check_audio
 from hf_transfer.data.audio_io import read_audio
 
@@ -49,6 +49,7 @@ def test_collated_fsdd_batch_is_normalised_and_masked(recordings):
 
 def test_speech_recognition_recipe_runs_on_one_speakers_digits(recordings, tmp_path):
     from audio_helpers import save_speech_checkpoint
+
     from recipes import speech_recognition
 
     rows = [{"path": str(p), "text": WORDS[int(p.name[0])], "take": int(p.stem.split("_")[2])}

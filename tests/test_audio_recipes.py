@@ -4,18 +4,33 @@ import sys
 
 import pytest
 import torch
-
 from audio_helpers import (
-    feature_encoder_state, make_label_folders, save_speech_checkpoint, table_from_folders, tiny_speech_config,
-    write_corrupt, write_empty, write_table, write_zero_rate,
+    feature_encoder_state,
+    make_label_folders,
+    save_speech_checkpoint,
+    table_from_folders,
+    tiny_speech_config,
+    write_corrupt,
+    write_empty,
+    write_table,
+    write_zero_rate,
 )
 from conftest import one_line_error
-from hf_transfer.errors import run_cli
-from hf_transfer import StrategyArgs, TransferTrainer, head_module_names, layer_groups
-from hf_transfer.data.audio import AudioCollator, AudioDataArgs, AudioLabelArgs, load_audio_classification
-from hf_transfer.speech import SpeechModelArgs, min_batch_samples, prepare_speech_model
-from recipes import audio_classification, speech_recognition
 
+from hf_transfer import StrategyArgs, TransferTrainer, head_module_names, layer_groups
+from hf_transfer.cli import run_cli
+from hf_transfer.data.audio import (
+    AudioCollator,
+    AudioDataArgs,
+    AudioLabelArgs,
+    load_audio_classification,
+)
+from hf_transfer.models.speech import (
+    SpeechModelArgs,
+    min_batch_samples,
+    prepare_speech_model,
+)
+from recipes import audio_classification, speech_recognition
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +124,11 @@ def test_layer_strategies_never_touch_the_frozen_feature_encoder(audio_root, bas
 
 
 def test_lora_targets_q_and_v_and_trains_the_new_head_with_the_feature_encoder_bitwise_unchanged(audio_root, tmp_path):
-    from transformers import TrainingArguments, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+    from transformers import (
+        TrainingArguments,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForSequenceClassification,
+    )
 
     torch.manual_seed(0)
     base = Wav2Vec2ForSequenceClassification(tiny_speech_config())

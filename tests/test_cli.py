@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-
 from conftest import REPO, one_line_error
+
 from hf_transfer import HfTransferError, parse_args
-from hf_transfer.errors import run_cli
+from hf_transfer.cli import run_cli
 from hf_transfer.strategies import StrategyArgs
 from recipes import sentiment
 
@@ -93,7 +93,7 @@ def test_debug_variable_shows_the_chained_traceback(monkeypatch, capsys):
 
 
 def _help(capsys) -> str:
-    from hf_transfer.training import recipe_defaults
+    from hf_transfer.run.launch import recipe_defaults
 
     with pytest.raises(SystemExit) as exit_info:
         parse_args(sentiment.TASK.argument_types(), ["--help"], recipe_defaults(**sentiment.TASK.defaults))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from hf_transfer import HfTransferError, parse_args
 from hf_transfer.strategies import StrategyArgs
 

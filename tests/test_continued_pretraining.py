@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_tokenizer, review_rows, write_csv
+
 from hf_transfer import HfTransferError
 from hf_transfer.data.mlm import MaskedLMDataArgs, load_masked_lm_data
 from recipes import continued_pretraining, dapt

@@ -3,15 +3,33 @@ import logging
 
 import numpy as np
 import pytest
+from audio_helpers import (
+    save_speech_checkpoint,
+    tiny_speech_config,
+    write_clip,
+    write_table,
+)
 from transformers import EvalPrediction
 
-from audio_helpers import save_speech_checkpoint, tiny_speech_config, write_clip, write_table
 from hf_transfer import HfTransferError
-from hf_transfer.ctc import (
-    TranscriptArgs, build_vocabulary, character_error_rate, check_ctc_head, ctc_frames_needed, ctc_metrics, edit_distance,
-    ids_to_text, load_speech_recognition, make_tokenizer, normalize_transcript, out_of_vocabulary, word_error_rate,
-)
 from hf_transfer.data.audio import AudioDataArgs
+from hf_transfer.data.transcripts import (
+    TranscriptArgs,
+    build_vocabulary,
+    ctc_frames_needed,
+    load_speech_recognition,
+    make_tokenizer,
+    normalize_transcript,
+    out_of_vocabulary,
+)
+from hf_transfer.metrics.speech import (
+    character_error_rate,
+    ctc_metrics,
+    edit_distance,
+    ids_to_text,
+    word_error_rate,
+)
+from hf_transfer.tasks.speech_recognition import check_ctc_head
 
 
 @pytest.mark.parametrize("options, expected", [

@@ -2,8 +2,8 @@
 import json
 
 import pytest
-
 from conftest import make_tokenizer, review_rows, write_csv
+
 from hf_transfer import HfTransferError
 from hf_transfer.data.text import TextDataArgs, load_text_classification
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, recipe_argv
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -71,12 +70,12 @@ def test_domain_adversarial_run_on_two_cpu_processes_matches_one_process(tiny_te
     """DANN's domain head lives in the model, so DDP all-reduces it with the encoder; its reversal coefficient is a
     function of the step. Two processes at 4 + 4 rows and one at 8 see the same source and target rows per step, so
     they train the same model."""
-    from adaptation_helpers import adaptation_argv, write_domains
-    from recipes import domain_adaptation
-
     import shutil
 
+    from adaptation_helpers import adaptation_argv, write_domains
     from transformers import AutoConfig
+
+    from recipes import domain_adaptation
 
     # Without dropout both runs are one computation (each process would otherwise draw its own masks).
     model = tmp_path / "tiny-no-dropout"

@@ -9,13 +9,19 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from adaptation_helpers import adaptation_argv, write_domains
 from conftest import one_line_error, tiny_model
+
 from hf_transfer.adaptation import (
-    DOMAIN, DomainNormalisation, block_output_norms, coral_loss, dann_coefficient, mmd_loss, reverse_gradient,
+    DOMAIN,
+    DomainNormalisation,
+    block_output_norms,
+    coral_loss,
+    dann_coefficient,
+    mmd_loss,
+    reverse_gradient,
 )
-from hf_transfer.errors import run_cli
+from hf_transfer.cli import run_cli
 from hf_transfer.trainer import OBJECTIVES, OBJECTIVES_FILE, attach_objective
 from recipes import domain_adaptation
 
@@ -329,6 +335,7 @@ def test_review_folders_are_read_in_place_with_labels_from_the_file_names(tmp_pa
 @pytest.mark.real_data
 def test_the_amazon_reviews_parse_into_balanced_domains():
     from conftest import SHARED_DATA
+
     from hf_transfer.data.domains import read_review_folder
 
     root = SHARED_DATA / "amazon_multidomain"

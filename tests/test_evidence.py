@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from audio_helpers import make_label_folders, save_speech_checkpoint, write_clip
+from conftest import make_tokenizer, recipe_argv, review_rows
 from datasets import Dataset
 from transformers import BertConfig, BertModel, DataCollatorWithPadding
 
-from audio_helpers import make_label_folders, save_speech_checkpoint, write_clip
-from conftest import make_tokenizer, recipe_argv, review_rows
 from hf_transfer import HfTransferError
-from hf_transfer.evidence import Run, lower_is_better, summarise, write_report
-from hf_transfer.features import cached_embed, stratified_folds
+from hf_transfer.evidence.compare import Run, lower_is_better, summarise, write_report
+from hf_transfer.evidence.features import cached_embed, stratified_folds
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_linear_probe_heads_cv_and_views(tiny_text_model_dir, review_files, tmp_
     from sklearn.metrics import accuracy_score
     from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding
 
-    from hf_transfer.features import embed, fit_head
+    from hf_transfer.evidence.features import embed, fit_head
     from recipes import linear_probe
 
     heads = ("logistic_regression", "linear_svm", "mlp")
@@ -134,6 +134,7 @@ def test_linear_probe_heads_cv_and_views(tiny_text_model_dir, review_files, tmp_
 
 def test_feature_views_by_domain(tiny_text_model_dir, tmp_path):
     from conftest import write_csv
+
     from recipes import linear_probe
 
     rows = [(t, l, "kitchen" if i % 3 else "books") for i, (t, l) in enumerate(review_rows(60))]

@@ -2,11 +2,11 @@
 for text (token masks) and audio (per-sample masks reduced to the encoder's frames); the cache key follows the clips."""
 import numpy as np
 import torch
+from conftest import make_tokenizer, review_rows
 from datasets import Dataset
 from transformers import BertConfig, BertModel, DataCollatorWithPadding
 
-from conftest import make_tokenizer, review_rows
-from hf_transfer.features import embed, frozen_baseline
+from hf_transfer.evidence.features import embed, frozen_baseline
 
 
 def test_embed_matches_one_example_at_a_time(tmp_path):
@@ -59,9 +59,9 @@ def _clip_dataset(folder, seconds):
 
 
 def _audio_setup(**config):
+    from audio_helpers import tiny_speech_config
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    from audio_helpers import tiny_speech_config
     from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator
 
     torch.manual_seed(0)
@@ -126,7 +126,8 @@ def test_embed_pools_the_frames_of_each_clip_whatever_the_mask():
 
 def test_audio_fingerprint_follows_the_clips(tmp_path):
     from audio_helpers import write_clip
-    from hf_transfer.features import data_fingerprint
+
+    from hf_transfer.evidence.features import data_fingerprint
 
     data = _clip_dataset(tmp_path, [0.1, 0.2])
     key = data_fingerprint(data)

@@ -5,11 +5,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import SHARED_DATA, one_line_error
 from image_helpers import make_label_folders, save_tiny_vit, write_bad_images
-from hf_transfer.errors import HfTransferError, run_cli
+from safetensors.torch import load_file
+
+from hf_transfer.cli import run_cli
+from hf_transfer.errors import HfTransferError
 from recipes import image_classification, linear_probe
 
 
@@ -181,7 +182,7 @@ def test_a_model_the_layer_map_lacks_runs_with_strategy_full(resnet, images, tmp
     from transformers import AutoImageProcessor, ResNetModel
 
     from hf_transfer.data.image import ImageCollator
-    from hf_transfer.features import embed
+    from hf_transfer.evidence.features import embed
 
     backbone, collator = ResNetModel.from_pretrained(resnet), ImageCollator(AutoImageProcessor.from_pretrained(resnet))
     paths = sorted(str(p) for p in (images / "validation").rglob("*.png"))
@@ -233,7 +234,7 @@ def test_linear_probe_on_images_cls_and_mean_with_the_cache(vit, images, tmp_pat
     from transformers import AutoImageProcessor, ViTModel
 
     from hf_transfer.data.image import ImageCollator
-    from hf_transfer.features import embed
+    from hf_transfer.evidence.features import embed
 
     backbone = ViTModel.from_pretrained(vit)
     from datasets import Dataset

@@ -6,11 +6,17 @@ import types
 import numpy as np
 import pytest
 import torch
-
 from image_helpers import COLOURS, make_label_folders, write_bad_images
+
 from hf_transfer import HfTransferError
 from hf_transfer.data.image import (
-    ImageAugmentArgs, ImageCollator, ImageDataArgs, check_training_args, crop_box, load_image, load_image_classification,
+    ImageAugmentArgs,
+    ImageCollator,
+    ImageDataArgs,
+    check_training_args,
+    crop_box,
+    load_image,
+    load_image_classification,
 )
 
 

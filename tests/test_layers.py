@@ -2,10 +2,16 @@
 import re
 
 import pytest
+from conftest import ARCHS, TEXT_ARCHS, tiny_config, tiny_model, tiny_seq2seq
 from torch import nn
 
-from conftest import ARCHS, TEXT_ARCHS, tiny_config, tiny_model, tiny_seq2seq
-from hf_transfer import HfTransferError, LayerGroup, add_to_head, head_module_names, layer_groups
+from hf_transfer import (
+    HfTransferError,
+    LayerGroup,
+    add_to_head,
+    head_module_names,
+    layer_groups,
+)
 from hf_transfer.layers import ARCHITECTURES, num_blocks, stack_depths
 
 ONE_STACK = [a for a in ARCHS if a != "t5"]
@@ -35,7 +41,6 @@ EXPECTED = {
 def full_tiny_model(arch: str):
     """A tiny model of `arch` that has every optional part the table names (wav2vec2's mask embedding)."""
     import transformers as T
-
     from audio_helpers import tiny_speech_config
 
     if arch in ("wav2vec2", "hubert", "wavlm"):

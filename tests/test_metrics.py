@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from hf_transfer.metrics import compute_classification_metrics
+from hf_transfer.metrics.classification import compute_classification_metrics
 
 
 def test_binary_metrics_match_hand_computation():

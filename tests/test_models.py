@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_transfer import HfTransferError
-from hf_transfer.models import ModelArgs, load_config, load_pretrained
+from hf_transfer.models.loading import ModelArgs, load_config, load_pretrained
 
 
 @pytest.fixture(scope="module")

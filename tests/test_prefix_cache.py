@@ -6,9 +6,9 @@ import random
 
 import pytest
 import torch
+from conftest import NEGATIVE, POSITIVE, make_tokenizer, review_rows, tiny_config
 from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
 
-from conftest import NEGATIVE, POSITIVE, make_tokenizer, review_rows, tiny_config
 from hf_transfer import HfTransferError, StrategyArgs, TransferTrainer, apply_strategy
 from hf_transfer.prefix_cache import FrozenPrefixCache, inputs_vary_per_epoch
 from hf_transfer.trainer import SeededLengthGroupedSampler
@@ -395,6 +395,7 @@ def test_the_sampler_groups_by_length_unless_batches_have_a_fixed_length(tokeniz
 
 def test_sentiment_recipe_with_the_cache(tiny_text_model_dir, review_files, tmp_path, capsys):
     from conftest import recipe_argv
+
     from recipes import sentiment
 
     out = tmp_path / "out"
@@ -418,9 +419,8 @@ def whisper_set(rows: int, seed: int):
 
 
 def new_whisper(seed=0, **overrides):
-    from transformers import WhisperForAudioClassification
-
     from audio_helpers import tiny_whisper_config
+    from transformers import WhisperForAudioClassification
 
     torch.manual_seed(seed)
     # Dropout on: the trainable blocks draw the same masks in both runs, and the stem's dropout (in the encoder's own
@@ -486,8 +486,7 @@ def test_whisper_setups_the_cache_cannot_follow_are_refused(model, message):
 
 
 def test_audio_collators_declare_when_their_inputs_vary():
-    from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator
-    from hf_transfer.whisper import WhisperCollator
+    from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator, WhisperCollator
 
     class Extractor:
         sampling_rate = 16000

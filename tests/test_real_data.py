@@ -3,7 +3,6 @@
 Each test skips with the reason when what it needs is absent.
 """
 import pytest
-
 from conftest import SHARED_DATA
 
 pytestmark = pytest.mark.real_data

@@ -2,8 +2,8 @@
 import json
 
 import pytest
-
 from conftest import recipe_argv, review_rows, write_csv
+
 from hf_transfer import HfTransferError
 from recipes import sentiment
 
@@ -124,10 +124,9 @@ def test_push_to_hub_offline_is_refused_before_training(tiny_text_model_dir, rev
 
 
 def test_a_causal_checkpoint_without_a_pad_token_trains_padding_with_eos(review_files, tmp_path, capsys):
+    from conftest import NEGATIVE, NOUNS, POSITIVE
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
-
-    from conftest import NEGATIVE, NOUNS, POSITIVE
 
     folder = tmp_path / "gpt2"
     words = ["<|endoftext|>", "<unk>"] + sorted(set(POSITIVE + NEGATIVE + NOUNS + ["the", "was", "and"]))

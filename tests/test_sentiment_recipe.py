@@ -3,9 +3,9 @@ import json
 import sys
 
 import pytest
+from conftest import one_line_error, recipe_argv, review_rows, write_csv
 
-from conftest import one_line_error, recipe_argv, write_csv, review_rows
-from hf_transfer.errors import run_cli
+from hf_transfer.cli import run_cli
 from recipes import sentiment
 
 

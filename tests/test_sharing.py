@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, recipe_argv, review_rows
+
 from hf_transfer import HfTransferError
 from recipes import continued_pretraining, sentiment
 
@@ -152,8 +152,8 @@ def test_card_metadata_and_body(tiny_text_model_dir, review_files, tmp_path):
 
 
 def test_public_names(tmp_path):
-    from hf_transfer.cards import EMBEDDED_MODEL_NAME, public_name
-    from hf_transfer.models import default_model_path
+    from hf_transfer.models.loading import default_model_path
+    from hf_transfer.sharing.cards import EMBEDDED_MODEL_NAME, public_name
 
     snapshot = tmp_path / "hub" / "models--FacebookAI--roberta-base" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
@@ -275,7 +275,7 @@ def test_continued_pretraining_pushes_after_carrying_weights_over(
 
 
 def test_a_folder_pushed_later_names_its_repository(online_with_fake_token, lora_run, tmp_path, monkeypatch):
-    from hf_transfer.hub import push_folder
+    from hf_transfer.sharing.hub import push_folder
 
     hub = FakeHub(tmp_path / "hub").install(monkeypatch)
     assert push_folder(lora_run, "tester/later", private=False) == "tester/later"
@@ -289,7 +289,7 @@ def test_a_folder_pushed_later_names_its_repository(online_with_fake_token, lora
 
 
 def test_a_failed_push_keeps_the_run_and_says_how_to_push_later(online_with_fake_token, lora_run, tmp_path, monkeypatch):
-    from hf_transfer.hub import push_folder
+    from hf_transfer.sharing.hub import push_folder
 
     FakeHub(tmp_path / "hub", fail=RuntimeError(f"503 from the Hub for {ENV_TOKEN}")).install(monkeypatch)
     with pytest.raises(HfTransferError, match=r"the push to me/x failed .*push it later with python -c") as error:
@@ -301,7 +301,7 @@ def test_a_failed_push_keeps_the_run_and_says_how_to_push_later(online_with_fake
 def test_push_folder_refuses_offline_and_unfinished_folders(lora_run, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from hf_transfer.hub import push_folder
+    from hf_transfer.sharing.hub import push_folder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -321,7 +321,7 @@ def test_push_to_the_real_hub(lora_run):
 
     from huggingface_hub import HfApi, get_token
 
-    from hf_transfer.hub import push_folder
+    from hf_transfer.sharing.hub import push_folder
 
     if get_token() is None:
         pytest.skip("no Hub token (HF_TOKEN or `hf auth login`)")

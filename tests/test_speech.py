@@ -1,12 +1,17 @@
 """Speech model helpers: frame arithmetic against the model's own, config and feature-extractor loading, option checks."""
 import pytest
 import torch
-
 from audio_helpers import save_speech_checkpoint, tiny_speech_config
+
 from hf_transfer import HfTransferError, StrategyArgs
-from hf_transfer.models import ModelArgs
-from hf_transfer.speech import (
-    SpeechModelArgs, load_feature_extractor, load_speech_config, min_batch_samples, min_input_samples, output_frames,
+from hf_transfer.models.loading import ModelArgs
+from hf_transfer.models.speech import (
+    SpeechModelArgs,
+    load_feature_extractor,
+    load_speech_config,
+    min_batch_samples,
+    min_input_samples,
+    output_frames,
     prepare_speech_model,
 )
 

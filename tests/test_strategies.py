@@ -3,9 +3,24 @@ import json
 
 import pytest
 import torch
+from conftest import (
+    ARCHS,
+    SEQ2SEQ,
+    TEXT_ARCHS,
+    dummy_batch,
+    seq2seq_batch,
+    tiny_config,
+    tiny_model,
+    tiny_seq2seq,
+)
 
-from conftest import ARCHS, SEQ2SEQ, TEXT_ARCHS, dummy_batch, seq2seq_batch, tiny_config, tiny_model, tiny_seq2seq
-from hf_transfer import HfTransferError, StrategyArgs, apply_strategy, head_module_names, layer_groups
+from hf_transfer import (
+    HfTransferError,
+    StrategyArgs,
+    apply_strategy,
+    head_module_names,
+    layer_groups,
+)
 
 
 @pytest.mark.parametrize(

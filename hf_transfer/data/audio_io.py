@@ -13,7 +13,7 @@ import numpy as np
 import soundfile
 import torch
 
-from .io import open_target
+from hf_transfer.data.io import open_target
 
 
 @dataclass(frozen=True)
@@ -90,3 +90,6 @@ def add_noise(waveform: np.ndarray, snr_db: float, rng: np.random.Generator) -> 
     if float(signal.pow(2).sum()) == 0.0:  # silence has no power to scale noise against
         return waveform
     return torchaudio_add_noise(signal, noise, torch.tensor(float(snr_db))).numpy()
+
+
+

@@ -12,12 +12,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import HfTransferError
-from .io import check_files, check_not_empty, read_file, read_splits
-from .labels import encode_labels
-from .splits import hold_out_validation, subsample
-from .text import TextDataArgs, drop_empty_texts, find_columns, tokenize_splits
-
+from hf_transfer.data.io import check_files, check_not_empty, read_file, read_splits
+from hf_transfer.data.labels import encode_labels
+from hf_transfer.data.splits import hold_out_validation, subsample
+from hf_transfer.data.text import (
+    TextDataArgs,
+    drop_empty_texts,
+    find_columns,
+    tokenize_splits,
+)
+from hf_transfer.errors import HfTransferError
 
 IGNORE_INDEX = -100  # the label of a target row in a training batch: the task loss skips it
 REVIEW_SUFFIX = ".review"
@@ -263,3 +267,6 @@ class DomainBatchCollator:
 
 __all__ = ["DomainBatchCollator", "DomainData", "DomainDataArgs", "IGNORE_INDEX", "load_domains",
            "pair_rows", "read_review_folder", "read_reviews", "with_domain"]
+
+
+

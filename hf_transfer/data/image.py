@@ -34,11 +34,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import HfTransferError
-from .io import SPLITS, check_media_sources, check_not_empty, describe, media_splits, open_target, read_file, read_splits
-from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
-from .randomness import WorkerRandom
-from .splits import hold_out_validation, subsample
+from hf_transfer.data.io import (
+    SPLITS,
+    check_media_sources,
+    check_not_empty,
+    describe,
+    media_splits,
+    open_target,
+    read_file,
+    read_splits,
+)
+from hf_transfer.data.labels import LABEL_COLUMNS, LabelMaps, encode_labels
+from hf_transfer.data.randomness import WorkerRandom
+from hf_transfer.data.splits import hold_out_validation, subsample
+from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +285,7 @@ def check_splits(data, on_bad_image: str = "skip"):
         report[f"{split}_images"] = len(checked[split])
         report[f"{split}_bad_images_skipped"] = skipped
     # The Trainer hands one collator every split: this flag is how it tells training rows (augmented) from others.
-    # `hf_transfer.features.embed` drops it, so frozen features are of the images as they are.
+    # `hf_transfer.evidence.features.embed` drops it, so frozen features are of the images as they are.
     checked["train"] = checked["train"].add_column("augment", [True] * len(checked["train"]))
     return DatasetDict(checked), report
 
@@ -421,3 +430,6 @@ def check_training_args(train_args) -> None:
     if getattr(train_args, "train_sampling_strategy", None) == "group_by_length":
         raise HfTransferError("--train_sampling_strategy group_by_length groups texts or clips by length; images have "
                               "none: use random")
+
+
+

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 # File suffix -> the `datasets` builder that reads it.
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
@@ -220,3 +220,6 @@ def _resolve_paths(dataset, column: str, table: str):
         return os.path.normpath(path if path.is_absolute() else base / path)
 
     return dataset.remove_columns(column).add_column(column, [resolve(v) for v in dataset[column]])
+
+
+

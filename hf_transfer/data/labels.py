@@ -1,7 +1,7 @@
 """Label sets and label ids: which names a data set's labels have, their order, and each row's id."""
 from __future__ import annotations
 
-from ..errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 # Common names of a label column, found when --label_column is not given (every modality).
 LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target", "category")
@@ -116,3 +116,6 @@ def encode_labels(raw, column: str, class_names: list[str] | None, what: str = "
         dataset = dataset.remove_columns([c for c in (column, "labels") if c in dataset.column_names])
         encoded[split] = dataset.rename_column(staged, "labels").cast_column("labels", ClassLabel(names=names))
     return DatasetDict(encoded), names
+
+
+

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 
-from ..errors import HfTransferError
-from .text import TEXT_COLUMNS, check_files, pick_column, read_splits
+from hf_transfer.data.text import TEXT_COLUMNS, check_files, pick_column, read_splits
+from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +161,6 @@ class MaskedLMCollator:
             return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
 
         return {"input_ids": padded("input_ids", pad), "attention_mask": padded("attention_mask", 0), "labels": padded("labels", -100)}
+
+
+

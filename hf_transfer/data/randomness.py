@@ -25,3 +25,6 @@ class WorkerRandom:
             self._generator = np.random.default_rng([self.seed if worker is None else worker.seed, rank])
             self._owner = owner
         return self._generator
+
+
+

@@ -13,9 +13,15 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import HfTransferError
-from .io import check_files, check_not_empty, pick_column, read_splits, require_columns
-from .splits import hold_out_validation, subsample
+from hf_transfer.data.io import (
+    check_files,
+    check_not_empty,
+    pick_column,
+    read_splits,
+    require_columns,
+)
+from hf_transfer.data.splits import hold_out_validation, subsample
+from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
 
@@ -303,3 +309,6 @@ def load_seq2seq(args: Seq2SeqDataArgs, tokenizer, seed: int = 42, strip_label_s
     }
     tokenised, truncated = tokenize_pairs(data, tokenizer, source, target, args, strip_label_start)
     return Seq2SeqData(tokenised, texts, source, target, truncated, dropped)
+
+
+

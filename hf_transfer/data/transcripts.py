@@ -1,10 +1,4 @@
-"""CTC speech recognition: transcript normalisation, a character vocabulary, greedy decoding, WER/CER, and the data.
-
-WER and CER are computed here (a 10-line edit distance, tested against hand-worked cases) rather than
-with jiwer, which is not installed and would be one more pinned dependency for two numbers. Both are
-corpus-level: total edits over total reference words (characters, spaces included), not a mean of
-per-utterance rates.
-"""
+"""Transcripts for speech recognition: normalisation, a character vocabulary and its CTC tokenizer, and the checked data."""
 from __future__ import annotations
 
 import json
@@ -16,17 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
-from .data.audio import AudioDataArgs, check_splits, hold_out_and_subsample, load_audio_splits
-from .errors import HfTransferError
-from .speech import output_frames
+from hf_transfer.data.audio import (
+    AudioDataArgs,
+    check_splits,
+    hold_out_and_subsample,
+    load_audio_splits,
+)
+from hf_transfer.errors import HfTransferError
+from hf_transfer.models.speech import output_frames
 
 logger = logging.getLogger(__name__)
-
 TEXT_COLUMNS = ("text", "sentence", "transcript", "transcription", "normalized_text")
 PAD, UNK, DELIMITER = "<pad>", "<unk>", "|"  # <pad> doubles as the CTC blank (Wav2Vec2ForCTC uses pad_token_id)
-UNKNOWN_CHARACTER = "\ufffd"  # how an out-of-vocabulary character shows in decoded text: one character, one error
 
 
 @dataclass
@@ -101,75 +96,6 @@ def out_of_vocabulary(texts: Sequence[str], tokenizer) -> Counter:
     counts = Counter(c for text in texts for c in text if c != " ")
     unk = tokenizer.unk_token_id
     return Counter({c: n for c, n in counts.items() if tokenizer(c)["input_ids"] in ([unk], [])})
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Decoding and error rates
-# ---------------------------------------------------------------------------------------------------------
-
-def id_to_token_table(tokenizer) -> dict[int, str]:
-    return {i: t for t, i in tokenizer.get_vocab().items()}
-
-
-def ids_to_text(ids: Sequence[int], id_to_token: dict[int, str], blank_id: int, unk_token: str = UNK, collapse: bool = True) -> str:
-    """CTC greedy decoding of per-frame ids (collapse repeats, then drop blanks); collapse=False for label ids.
-
-    -100 (the padding of labels and of predictions gathered across batches) counts as blank.
-    """
-    characters, previous = [], None
-    for i in ids:
-        i = blank_id if i < 0 else int(i)
-        if collapse and i == previous:
-            continue
-        previous = i
-        if i == blank_id:
-            continue
-        token = id_to_token.get(i, unk_token)
-        characters.append(" " if token == DELIMITER else UNKNOWN_CHARACTER if token == unk_token else token)
-    return " ".join("".join(characters).split())
-
-
-def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
-    """Levenshtein distance (substitutions, deletions, insertions all cost 1), one row of the table at a time."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, r in enumerate(reference, 1):
-        current = [i]
-        for j, h in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1]
-
-
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    edits = sum(edit_distance(r.split(), h.split()) for r, h in zip(references, hypotheses))
-    return edits / max(sum(len(r.split()) for r in references), 1)
-
-
-def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    edits = sum(edit_distance(r, h) for r, h in zip(references, hypotheses))
-    return edits / max(sum(len(r) for r in references), 1)
-
-
-def argmax_logits(logits, labels):
-    """`preprocess_logits_for_metrics`: keep one id per frame, not a vocabulary-wide row, across the whole eval set."""
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    return logits.argmax(-1)
-
-
-def ctc_metrics(tokenizer):
-    """`compute_metrics` for the Trainer: greedy-decoded predictions against the label transcripts, WER and CER."""
-    table, blank = id_to_token_table(tokenizer), tokenizer.pad_token_id
-
-    def compute(eval_prediction) -> dict:
-        predictions = eval_prediction.predictions
-        predictions = predictions[0] if isinstance(predictions, tuple) else predictions
-        if predictions.ndim == 3:  # logits, when no preprocess_logits_for_metrics was given
-            predictions = predictions.argmax(-1)
-        hypotheses = [ids_to_text(row, table, blank, tokenizer.unk_token) for row in np.asarray(predictions)]
-        references = [ids_to_text(row, table, blank, tokenizer.unk_token, collapse=False) for row in np.asarray(eval_prediction.label_ids)]
-        return {"wer": word_error_rate(references, hypotheses), "cer": character_error_rate(references, hypotheses)}
-
-    return compute
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,19 +188,3 @@ def load_speech_recognition(
         report["train_clips"] = len(fits)
         report["train_hours"] = round(sum(data["train"]["length"]) / sampling_rate / 3600, 4)
     return SpeechRecognitionData(data, tokenizer, report)
-
-
-def check_ctc_head(config, tokenizer, model_name: str, tokenizer_given: bool) -> None:
-    """A fine-tuned CTC checkpoint's lm_head is tied to its vocabulary: keep that vocabulary or start from a base model."""
-    if not any(name.endswith("ForCTC") for name in (config.architectures or [])):
-        return
-    if not tokenizer_given:
-        raise HfTransferError(
-            f"'{model_name}' already has a CTC head tied to its own vocabulary: pass --tokenizer_name_or_path {model_name} "
-            "to keep it, or start from a base checkpoint (e.g. facebook/wav2vec2-base) to learn a new one"
-        )
-    if config.vocab_size != len(tokenizer):
-        raise HfTransferError(
-            f"the tokenizer has {len(tokenizer)} tokens but the CTC head of '{model_name}' has {config.vocab_size} outputs; "
-            "use the checkpoint's own tokenizer"
-        )

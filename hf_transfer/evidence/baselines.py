@@ -1,6 +1,8 @@
 """Evidence inside one run: the frozen-features baseline beside the fine-tuned model, and forgetting of a source task."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 
 def evaluate_source_before(trainer, args, data) -> dict:
     """Score the source task (`--source_eval_file`) before training, so forgetting can be measured after it."""
@@ -34,8 +36,8 @@ def frozen_baseline_after(trainer, args, data) -> dict:
     """
     from transformers import AutoModel
 
-    from .features import frozen_baseline
-    from .models import load_config, load_pretrained
+    from hf_transfer.evidence.features import frozen_baseline
+    from hf_transfer.models.loading import load_config, load_pretrained
 
     backbone = load_pretrained(AutoModel, args.model, load_config(args.model)).to(args.training.device)
     scores = frozen_baseline(backbone, data.datasets["train"], data.datasets["validation"], data.collator, args.training.seed)
@@ -53,3 +55,12 @@ def baseline_lines(results: dict) -> list[str]:
         return []
     gain = 100 * (results["validation_accuracy"] - results["baseline_accuracy"])
     return [f"transfer vs frozen backbone + logistic regression: {gain:+.1f} accuracy points"]
+
+
+@dataclass
+class BaselineArgs:
+    frozen_baseline: bool = field(
+        default=True,
+        metadata={"help": "Also fit logistic regression on the pretrained model's frozen mean-pooled features and "
+                  "report it as baseline_* beside the fine-tuned result (costs one pass over the data)."},
+    )

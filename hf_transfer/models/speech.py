@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import HfTransferError
-from .models import ModelArgs, load_config
+from hf_transfer.errors import HfTransferError
+from hf_transfer.models.loading import ModelArgs, load_config
 
 if TYPE_CHECKING:  # torch and the strategies load when a model is prepared, not when options are parsed
     from torch import nn
 
-    from .strategies import StrategyArgs
+    from hf_transfer.strategies import StrategyArgs
 
 SPEECH_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
 
@@ -118,8 +118,11 @@ def prepare_speech_model(model: nn.Module, speech_args: SpeechModelArgs, strateg
     Gradual unfreezing only unfreezes what was trainable when training began, and LoRA freezes the base
     model anyway, so the encoder stays frozen under every strategy.
     """
-    from .strategies import apply_strategy
+    from hf_transfer.strategies import apply_strategy
 
     if speech_args.freeze_feature_encoder:
         model.freeze_feature_encoder()
     return apply_strategy(model, strategy)
+
+
+

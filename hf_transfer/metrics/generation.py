@@ -117,3 +117,6 @@ class KeepPredictions(TrainerCallback):
         if written:
             written.append("generated_predictions.txt")
         return written
+
+
+

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import parse_args
-from .models import ModelArgs
-from .strategies import StrategyArgs
+from hf_transfer.cli import parse_args
+from hf_transfer.models.loading import ModelArgs
+from hf_transfer.strategies import StrategyArgs
 
 
 class Args:
@@ -94,20 +94,21 @@ class Task:
     after_save: Callable[[Any, Args, dict], None] | None = None  # (trainer, args, results), rank 0 only
     summary: Callable[[dict], list[str]] | None = None  # extra lines for the run summary
     # (args, results) -> {"model": [...], "limitations": [...]}: the task's own lines in the model card
-    # (hf_transfer/cards.py); "limitations" replaces the default "evaluated on the training data's source" line
+    # (hf_transfer/sharing/cards.py); "limitations" replaces the default "evaluated on the training data's source" line
     card_notes: Callable[[Args, dict], dict[str, list[str]]] | None = None
-    pipeline_tag: str | None = None  # the saved model's Hub task, for its card (default: from model_class, hf_transfer/cards.py)
+    pipeline_tag: str | None = None  # the saved model's Hub task, for its card (default: from model_class, hf_transfer/sharing/cards.py)
 
     def argument_types(self) -> tuple[type, ...]:
         import transformers
 
-        from .training import OutputArgs, SharingArgs
+        from hf_transfer.run.outputs import OutputArgs
+        from hf_transfer.sharing.hub import SharingArgs
 
         return (ModelArgs, *self.arguments, StrategyArgs, OutputArgs, SharingArgs, getattr(transformers, self.training_arguments))
 
     def parse(self, argv: list[str] | None = None) -> Args:
         """Parse flags (and `--config FILE`) into this task's arguments; defaults are computed here, not at import."""
-        from .training import recipe_defaults
+        from hf_transfer.run.launch import recipe_defaults
 
         return Args(parse_args(self.argument_types(), argv, recipe_defaults(**self.defaults)))
 
@@ -118,7 +119,7 @@ class Task:
 def _default_build_model(task: Task, args: Args, data: TaskData):
     import transformers
 
-    from .models import load_pretrained
+    from hf_transfer.models.loading import load_pretrained
 
     return load_pretrained(getattr(transformers, task.model_class), args.model, data.config)
 
@@ -128,12 +129,19 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     args = task.parse(argv)  # first, so that --help and bad flags answer before the heavy imports below
     from transformers import set_seed
 
-    from . import trainer as trainers
-    from .cards import complete_output
-    from .hub import prepare_sharing, push_output
-    from .report import RunClock, finish
-    from .strategies import apply_strategy
-    from .training import OutputArgs, check_launch, check_output_dir, check_resume, run_identity, start_output_dir
+    from hf_transfer import trainer as trainers
+    from hf_transfer.run.finish import RunClock, finish
+    from hf_transfer.run.launch import check_launch
+    from hf_transfer.run.outputs import (
+        OutputArgs,
+        check_output_dir,
+        check_resume,
+        run_identity,
+        start_output_dir,
+    )
+    from hf_transfer.sharing.cards import complete_output
+    from hf_transfer.sharing.hub import prepare_sharing, push_output
+    from hf_transfer.strategies import apply_strategy
 
     clock = RunClock()
     train_args, strategy = args.training, args.strategy
@@ -204,7 +212,7 @@ def resumed_loss(train_metrics: dict, checkpoint: str) -> dict:
 def display_path(value: str) -> str:
     """A model path as a reader of metrics.json can use it: the embedded default by its name, anything else as the
     user gave it (an absolute path inside this machine's virtualenv means nothing on another)."""
-    from .models import DEFAULT_MODEL_PACKAGE
+    from hf_transfer.models.loading import DEFAULT_MODEL_PACKAGE
 
     if "site-packages" in value and DEFAULT_MODEL_PACKAGE.replace("-", "_") in value:
         return f"sentence-transformers/all-MiniLM-L6-v2 (embedded, from {DEFAULT_MODEL_PACKAGE})"
@@ -214,20 +222,3 @@ def display_path(value: str) -> str:
 def mixed_precision(train_args) -> bool:
     """Whether batches are padded for tensor cores (multiples of 8 help only in half precision)."""
     return bool(train_args.bf16 or train_args.fp16)
-
-
-def load_recipe(name: str):
-    """The module of `recipes/<name>.py` (for compare and linear_probe), with a clear error for an unknown name."""
-    import importlib
-
-    from .errors import HfTransferError
-
-    try:
-        module = importlib.import_module(f"recipes.{name}")
-    except ModuleNotFoundError as error:
-        if error.name not in (f"recipes.{name}", "recipes"):
-            raise
-        raise HfTransferError(f"no recipe named '{name}'; recipes are the files in recipes/ (e.g. sentiment)") from error
-    if not isinstance(getattr(module, "TASK", None), Task):
-        raise HfTransferError(f"recipes/{name}.py declares no TASK; compare and linear_probe take task recipes such as sentiment")
-    return module

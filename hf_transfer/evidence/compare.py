@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 SCRATCH = "scratch"
 LOWER_IS_BETTER = ("wer", "cer", "loss", "perplexity")
@@ -424,3 +424,6 @@ def write_report(runs: list[Run], out_dir: str | Path, metric: str = "validation
           "metrics": r.metrics} for r in runs],
         indent=1, default=str))
     return out / "report.md"
+
+
+

@@ -6,7 +6,7 @@
 be pickled into training_args.bin. It returns the plan; `push_output` carries it out on rank 0 once everything is
 written. `push_folder` is the upload itself, also for a folder pushed later by hand or from a notebook:
 
-    from hf_transfer.hub import push_folder
+    from hf_transfer.sharing.hub import push_folder
     push_folder("outputs/sentiment", "your-name/minilm-reviews", private=True)
 
 What is uploaded: the card (README.md), weights (or the adapter and its config), tokenizer or processor,
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 # Never uploaded (matched against every part of a file's path inside the output folder).
 NOT_UPLOADED = ("checkpoint-*", "training_args.bin", "run.json", "run.log", "*.tmp", ".git", ".cache", "__pycache__", "runs")
@@ -47,7 +47,7 @@ def prepare_sharing(args) -> PushPlan | None:
     Returns the push plan, or None when the run is not pushed. `check_launch` has already refused a push that
     cannot work (offline, no token, a token the Hub refuses) before anything loads.
     """
-    from .training import SharingArgs
+    from hf_transfer.sharing.hub import SharingArgs
 
     sharing, train_args = args[SharingArgs], args.training
     if sharing.merge_lora and args.strategy.strategy not in ("lora", "peft"):
@@ -170,7 +170,7 @@ def _first_line(error: Exception, token: str | None) -> str:
 
 
 def later_command(folder: str | Path, repo_id: str) -> str:
-    return f"python -c \"from hf_transfer.hub import push_folder; push_folder('{folder}', '{repo_id}')\""
+    return f"python -c \"from hf_transfer.sharing.hub import push_folder; push_folder('{folder}', '{repo_id}')\""
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None, token: str | None = None,
@@ -200,3 +200,31 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None
     print(f"pushed {len(files)} files ({', '.join(str(f) for f in files[:6])}{', ...' if len(files) > 6 else ''}) "
           f"to {repo}", flush=True)
     return repo.repo_id
+
+
+@dataclass
+class SharingArgs:
+    """What a model card and a push need beyond the training options (hf_transfer/sharing/cards.py, hf_transfer/sharing/hub.py).
+
+    The push itself takes the Trainer's own flags (--push_to_hub, --hub_model_id, --hub_private_repo), read by the
+    run and done as its last step, never by the Trainer."""
+
+    base_model_name: str | None = field(
+        default=None,
+        metadata={"help": "The base model's public name (a Hub id) for the model card and a pushed adapter, when "
+                  "--model_name_or_path is a local folder. Default: the Hub id given, or the embedded default's real name "
+                  "(sentence-transformers/all-MiniLM-L6-v2); a local path is never written into a card."},
+    )
+    license: str | None = field(
+        default=None,
+        metadata={"help": "Licence of the trained model for its card (a Hub licence id, e.g. apache-2.0). Default: the "
+                  "base model's where it is known locally (the embedded default's: apache-2.0)."},
+    )
+    language: list[str] | None = field(
+        default=None, metadata={"help": "Language codes of the data, for the card (default: a known data set's, e.g. en)."}
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={"help": "LoRA: save the adapters merged into the base weights (a full model that `pipeline` loads "
+                  "without peft) instead of the adapter alone."},
+    )

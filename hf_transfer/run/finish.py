@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .strategies import count_parameters
+from hf_transfer.strategies import count_parameters
 
 
 class RunClock:
@@ -45,7 +45,7 @@ class RunClock:
 def optimizer_parameter_count(trainer) -> int:
     """Parameters that trained: those the optimizer updates, less, under gradual unfreezing, the groups the
     schedule never reached in this run (they sit in the optimizer, frozen)."""
-    from .trainer import GradualUnfreezing
+    from hf_transfer.trainer import GradualUnfreezing
 
     gradual = next((c for c in trainer.callback_handler.callbacks if isinstance(c, GradualUnfreezing)), None)
     if gradual is not None and gradual.groups:
@@ -122,3 +122,6 @@ def print_summary(results: dict, output_dir: Path, task_lines: list[str] = ()) -
     lines += [f"  {line}" for line in task_lines]
     lines += [f"  saved to {output_dir}", "=" * 64]
     print("\n".join(lines), flush=True)
+
+
+

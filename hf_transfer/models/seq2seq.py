@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .errors import HfTransferError
-from .models import ModelArgs, load_config, load_pretrained
+from hf_transfer.errors import HfTransferError
+from hf_transfer.models.loading import ModelArgs, load_config, load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +23,6 @@ ENCODER_DECODER = "encoder-decoder"
 # T5-family configs in transformers 5 carry no `decoder_start_token_id` default (a saved checkpoint's
 # config.json has it); by T5's convention decoding starts from the pad token.
 STARTS_FROM_PAD = ("t5", "mt5", "umt5", "longt5", "byt5")
-
-
 EMBEDDED = "embedded"  # --encoder_decoder_from embedded: the embedded MiniLM-L6 (a BERT) on both sides
 
 
@@ -73,7 +71,7 @@ def check_generation_args(train_args, max_target_length: int) -> None:
     Generation stops at --generation_max_length, which defaults to --max_target_length here: transformers'
     own default (20 tokens) would cut most translations short and score them as such.
     """
-    from .metrics_generation import GENERATION_METRICS
+    from hf_transfer.metrics.generation import GENERATION_METRICS
 
     for option in ("generation_num_beams", "generation_max_length"):
         value = getattr(train_args, option)
@@ -102,7 +100,9 @@ def warn_missing_prefix(config, source_prefix: str | None) -> None:
 
 
 def is_seq2seq_config(config) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
 
     return config.model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
@@ -204,7 +204,9 @@ def declare_new_modules_in_head(model, marker: str = NEW_IN_WARM_START) -> None:
     """
     from dataclasses import replace
 
-    from .layers import _map  # the architecture's own map; layer_groups would call this declaration again
+    from hf_transfer.layers import (
+        _map,  # the architecture's own map; layer_groups would call this declaration again
+    )
 
     def transfer_layer_groups():
         groups = _map(model)
@@ -259,3 +261,6 @@ def build_seq2seq_model(args, data):
         warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way", category=FutureWarning)
     set_generation_tokens(model, tokenizer)
     return model
+
+
+

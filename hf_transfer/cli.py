@@ -21,12 +21,12 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from transformers import HfArgumentParser
 
-from .errors import HfTransferError
+from hf_transfer.errors import HfTransferError, report_error
 
 # --help group titles of the shared dataclasses; a recipe's own are named from the class (TextDataArgs -> "text data options").
 GROUP_TITLES = {
@@ -191,3 +191,19 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None, defaults: 
         except ValueError as error:  # the dataclass's own validation, e.g. TrainingArguments' consistency checks
             raise HfTransferError(str(error).strip().splitlines()[0]) from error
     return tuple(parsed)
+
+
+def run_cli(main: Callable[[list[str] | None], object]) -> None:
+    """Run a recipe's `main` as a command: bad input is one line on stderr and exit status 2, no traceback.
+
+    A launched run (several processes) leaves its process group here, at the end of the process, and not in
+    `main`, so a notebook or a chain of recipes in one process (dapt, compare) can call `main` again.
+    """
+    from hf_transfer.run.launch import finish_processes
+
+    try:
+        main(None)
+    except HfTransferError as error:
+        report_error(error)
+        sys.exit(2)
+    finish_processes()

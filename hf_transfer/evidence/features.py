@@ -16,21 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .errors import HfTransferError
+from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
-
 HEADS = ("logistic_regression", "linear_svm", "mlp")
 PARALLEL_FIT_SIZE = 250_000  # feature values (rows x dimensions) from which logistic regression's CV folds run in parallel
-
-
-@dataclass
-class BaselineArgs:
-    frozen_baseline: bool = field(
-        default=True,
-        metadata={"help": "Also fit logistic regression on the pretrained model's frozen mean-pooled features and "
-                  "report it as baseline_* beside the fine-tuned result (costs one pass over the data)."},
-    )
 
 
 @dataclass
@@ -240,7 +230,7 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray, seed: int = 42
 
 def score_head(head, features: np.ndarray, labels: np.ndarray) -> dict:
     """Metrics of a fitted head; ROC AUC from probabilities, or from the SVM's decision function."""
-    from .metrics import classification_scores  # here, not at import: scikit-learn and scipy cost a second
+    from hf_transfer.metrics.classification import classification_scores
 
     if hasattr(head, "predict_proba"):
         scores = head.predict_proba(features)

@@ -1,0 +1,1 @@
+"""Metrics computed offline: classification (scikit-learn), generation (sacrebleu, rouge-score), speech (WER/CER)."""

@@ -1,0 +1,53 @@
+"""The image-classification task's `load` step: image processor, label folders or tables, augmentation.
+"""
+from __future__ import annotations
+
+from hf_transfer.errors import HfTransferError
+from hf_transfer.run.task import Args, TaskData
+
+# Models whose position embeddings fix the input size: an image processor of another size fails at the first step.
+FIXED_SIZE_IMAGE_MODELS = ("vit", "deit", "vit_msn", "vit_mae")
+
+
+def load_image_classification_task(args: Args) -> TaskData:
+    """Image classification: the checkpoint's own image processor (size, normalisation), images checked up front and
+    decoded, augmented and processed lazily in the collator."""
+    from transformers import AutoImageProcessor
+
+    from hf_transfer.data.image import (
+        ImageAugmentArgs,
+        ImageCollator,
+        ImageDataArgs,
+        check_training_args,
+        load_image_classification,
+        processor_output_size,
+    )
+    from hf_transfer.metrics.classification import compute_classification_metrics
+    from hf_transfer.models.loading import load_config
+
+    check_training_args(args.training)
+    config = load_config(args.model)
+    args.strategy.check_config(config)  # an architecture the layer map lacks fails now (or runs with --strategy full)
+    try:
+        processor = AutoImageProcessor.from_pretrained(args.model.model_name_or_path, **args.model.load_kwargs())
+    except (OSError, ValueError) as error:
+        raise HfTransferError(
+            f"cannot load the image processor of '{args.model.model_name_or_path}': {str(error).strip().splitlines()[0]} "
+            "(an image checkpoint has a preprocessor_config.json)"
+        ) from error
+    size, expected = processor_output_size(processor), getattr(config, "image_size", None)
+    if config.model_type in FIXED_SIZE_IMAGE_MODELS and isinstance(expected, int) and size != (expected, expected):
+        raise HfTransferError(
+            f"the image processor gives {size[0]}x{size[1]} images but the model takes {expected}x{expected}; "
+            "save the checkpoint with a processor of the model's size"
+        )
+    data = load_image_classification(args[ImageDataArgs], seed=args.training.seed)
+    config.id2label, config.label2id = data.id2label, data.label2id
+    return TaskData(
+        datasets=data.datasets,
+        collator=ImageCollator(processor, augment=args[ImageAugmentArgs], seed=args.training.seed),
+        processing_class=processor,
+        config=config,
+        compute_metrics=compute_classification_metrics,
+        report={"label_names": data.label_names, **data.report},
+    )

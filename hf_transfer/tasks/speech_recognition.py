@@ -1,0 +1,160 @@
+"""Speech recognition tasks: CTC on a wav2vec2-family encoder (a character vocabulary, greedy decoding) and Whisper
+(sequence to sequence, generated text); both scored by WER/CER.
+"""
+from __future__ import annotations
+
+from hf_transfer.errors import HfTransferError
+from hf_transfer.models.whisper import (
+    POSITIONS_PER_SECOND,
+    WhisperArgs,
+    is_whisper,
+    shorten_encoder,
+    window_positions,
+    windowed_feature_extractor,
+)
+from hf_transfer.run.task import Args, TaskData
+from hf_transfer.tasks.audio_classification import (
+    audio_collator,
+    speech_setup,
+)
+
+
+def check_ctc_head(config, tokenizer, model_name: str, tokenizer_given: bool) -> None:
+    """A fine-tuned CTC checkpoint's lm_head is tied to its vocabulary: keep that vocabulary or start from a base model."""
+    if not any(name.endswith("ForCTC") for name in (config.architectures or [])):
+        return
+    if not tokenizer_given:
+        raise HfTransferError(
+            f"'{model_name}' already has a CTC head tied to its own vocabulary: pass --tokenizer_name_or_path {model_name} "
+            "to keep it, or start from a base checkpoint (e.g. facebook/wav2vec2-base) to learn a new one"
+        )
+    if config.vocab_size != len(tokenizer):
+        raise HfTransferError(
+            f"the tokenizer has {len(tokenizer)} tokens but the CTC head of '{model_name}' has {config.vocab_size} outputs; "
+            "use the checkpoint's own tokenizer"
+        )
+
+
+def load_ctc_task(args: Args) -> TaskData:
+    """CTC speech recognition: normalised transcripts, a character vocabulary, WER/CER from greedy decoding."""
+    from transformers import Wav2Vec2Processor
+
+    from hf_transfer.data.audio import AudioDataArgs
+    from hf_transfer.data.transcripts import TranscriptArgs, load_speech_recognition
+    from hf_transfer.metrics.speech import argmax_logits, ctc_metrics
+    from hf_transfer.models.speech import min_input_samples
+
+    # Mean CTC loss (per target character, then over the batch; the config's default sums) keeps the loss scale
+    # independent of transcript length and batch size; zero_infinity zeroes the loss of a speed-perturbed clip
+    # that ends up shorter than its transcript instead of letting it turn the gradients into NaN.
+    config, feature_extractor = speech_setup(args, ctc_loss_reduction="mean", ctc_zero_infinity=True)
+    text_args = args[TranscriptArgs]
+    data = load_speech_recognition(
+        args[AudioDataArgs], text_args, config, feature_extractor.sampling_rate, min_input_samples(config),
+        seed=args.training.seed, load_kwargs=args.model.load_kwargs(),
+    )
+    tokenizer = data.tokenizer
+    check_ctc_head(config, tokenizer, args.model.model_name_or_path, tokenizer_given=bool(text_args.tokenizer_name_or_path))
+    config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
+    return TaskData(
+        datasets=data.datasets,
+        collator=audio_collator(args, feature_extractor, config),
+        # Saved with the model: the feature extractor's settings and the vocabulary.
+        processing_class=Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer),
+        config=config,
+        compute_metrics=ctc_metrics(tokenizer),
+        preprocess_logits_for_metrics=argmax_logits,
+        report={"vocabulary_size": len(tokenizer), **data.report},
+    )
+
+
+def load_whisper_recognition_task(args):
+    """Whisper speech recognition: transcripts tokenised by the checkpoint's own tokenizer (its prefix tokens, the
+    decoder's start token removed: the model prepends it when it shifts the labels), log-mel features in the
+    checkpoint's window (30 s: the decoder was trained on it), WER/CER of generated text."""
+    from datasets import DatasetDict
+    from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperProcessor
+
+    from hf_transfer.data.audio import (
+        AudioAugmentArgs,
+        AudioCollator,
+        AudioDataArgs,
+        WhisperCollator,
+        hold_out_and_subsample,
+        load_audio_splits,
+    )
+    from hf_transfer.data.transcripts import (
+        TEXT_COLUMNS,
+        TranscriptArgs,
+        normalize_transcript,
+    )
+    from hf_transfer.metrics.speech import WhisperRecognitionMetrics
+    from hf_transfer.models.loading import load_config
+    from hf_transfer.models.speech import check_training_args
+    from hf_transfer.run.task import TaskData
+
+    check_training_args(args.training)
+    config = load_config(args.model)
+    if not is_whisper(config):
+        raise HfTransferError(f"model type '{config.model_type}' is not Whisper; for wav2vec2, HuBERT or WavLM use "
+                              "recipes/speech_recognition.py (CTC)")
+    args.strategy.check_config(config)
+    if not args.training.predict_with_generate:
+        raise HfTransferError("Whisper recognition is scored on generated text: pass --predict_with_generate true")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model.model_name_or_path, **args.model.load_kwargs())
+        feature_extractor = WhisperFeatureExtractor.from_pretrained(args.model.model_name_or_path, **args.model.load_kwargs())
+    except (OSError, ValueError) as error:
+        raise HfTransferError(f"cannot load the Whisper tokenizer/feature extractor of '{args.model.model_name_or_path}': "
+                              f"{str(error).strip().splitlines()[0]}") from error
+    data_args, text_args = args[AudioDataArgs], args[TranscriptArgs]
+    positions = window_positions(config, args[WhisperArgs].whisper_window_seconds)
+    windowed_feature_extractor(feature_extractor, positions)
+    raw = load_audio_splits(data_args, text_args.text_column, TEXT_COLUMNS, "text_column", "transcript", folders_give=None)
+    splits = {}
+    for split, dataset in raw.items():
+        texts = list(dataset["target"])
+        if any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise HfTransferError(f"clips of the {split} split have no transcript; fill or remove them")
+        texts = [normalize_transcript(t, text_args) for t in texts]
+        start = config.decoder_start_token_id
+        labels = [ids[1:] if ids and ids[0] == start else ids for ids in tokenizer(texts).input_ids]
+        too_long = max(len(ids) for ids in labels)
+        if too_long > config.max_target_positions:
+            raise HfTransferError(f"a {split} transcript is {too_long} tokens; Whisper's decoder takes {config.max_target_positions}")
+        splits[split] = dataset.remove_columns("target").add_column("text", texts).add_column("labels", labels)
+    data = hold_out_and_subsample(DatasetDict(splits), data_args, args.training.seed, labelled=False)
+    audio = AudioCollator(feature_extractor, max_seconds=positions // POSITIONS_PER_SECOND, augment=args[AudioAugmentArgs],
+                          seed=args.training.seed)
+    return TaskData(
+        datasets=data,
+        collator=WhisperCollator(audio, feature_extractor),
+        processing_class=WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer),  # both saved with the model
+        config=config,
+        compute_metrics=WhisperRecognitionMetrics(tokenizer),
+        report={"whisper_window_seconds": positions // POSITIONS_PER_SECOND},
+        extra={"whisper_positions": positions},
+    )
+
+
+def build_recognition_model(args, data):
+    import transformers
+
+    from hf_transfer.models.loading import load_pretrained
+
+    model = load_pretrained(transformers.AutoModelForSpeechSeq2Seq, args.model, data.config)  # auto: --from_scratch needs from_config
+    return shorten_encoder(model, data.extra["whisper_positions"])
+
+
+def prepare_recognition_model(model, args):
+    """The encoder's sinusoidal position table stays frozen (as in transformers' Whisper; the decoder's positions are
+    learned and train); the conv stem follows --freeze_feature_encoder."""
+    from hf_transfer.models.speech import SpeechModelArgs
+    from hf_transfer.strategies import apply_strategy
+
+    encoder = model.get_encoder()
+    encoder.embed_positions.requires_grad_(False)
+    if args[SpeechModelArgs].freeze_feature_encoder:
+        for conv in (encoder.conv1, encoder.conv2):
+            conv.requires_grad_(False)
+    return apply_strategy(model, args.strategy)
