@@ -34,13 +34,19 @@ def frozen_baseline_after(trainer, args, data) -> dict:
     fine-tuning gives, whatever the strategy did to the trained model. Every rank computes it (the same
     numbers): on rank 0 alone, the other ranks would wait in the next collective and, on large data, time out.
     """
+    import torch
     from transformers import AutoModel
 
     from hf_transfer.evidence.features import frozen_baseline
     from hf_transfer.models.loading import load_config, load_pretrained
 
+    from hf_transfer.run.launch import precision
+
     backbone = load_pretrained(AutoModel, args.model, load_config(args.model)).to(args.training.device)
-    scores = frozen_baseline(backbone, data.datasets["train"], data.datasets["validation"], data.collator, args.training.seed)
+    # The same precision as the run's own evaluation; the pooled features are kept in float32 for the head.
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision(args.training))
+    with torch.autocast(args.training.device.type, dtype=half or torch.float32, enabled=half is not None):
+        scores = frozen_baseline(backbone, data.datasets["train"], data.datasets["validation"], data.collator, args.training.seed)
     return {f"baseline_{k}": v for k, v in scores.items()}
 
 

@@ -113,6 +113,10 @@ def print_summary(results: dict, output_dir: Path, task_lines: list[str] = ()) -
         lines.append(f"  {key:<36} {value:.4f}" if isinstance(value, float) else f"  {key:<36} {value}")
     t, n = results["trainable_parameters"], results["total_parameters"]
     lines.append(f"  {'trainable / total parameters':<36} {t:,} / {n:,} ({100 * t / max(n, 1):.2f}%)")
+    if "precision" in results:
+        why = f" ({results['precision_reason']})" if results.get("precision_reason") else ""
+        lines.append(f"  {'precision':<36} {results['precision']}{why}")
+        lines.append(f"  {'torch threads / data-loader workers':<36} {results['torch_threads']} / {results['dataloader_workers']}")
     since_start = results.get("process_wall_time_s")
     started = f" ({since_start:.1f} s since the command started)" if since_start else ""
     lines.append(f"  {'wall time':<36} {results['wall_time_s']:.1f} s{started}")

@@ -131,7 +131,7 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
 
     from hf_transfer import trainer as trainers
     from hf_transfer.run.finish import RunClock, finish
-    from hf_transfer.run.launch import check_launch
+    from hf_transfer.run.launch import check_launch, choose_threads, native_bf16, precision
     from hf_transfer.run.outputs import (
         OutputArgs,
         check_output_dir,
@@ -146,6 +146,7 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     clock = RunClock()
     train_args, strategy = args.training, args.strategy
     check_launch(train_args)
+    threads = choose_threads(train_args)
     # Sharing options are checked now; the Trainer never pushes by itself (its save_model would push before the card
     # and metrics exist): `push` is the plan the run carries out as its very last step, below.
     push = prepare_sharing(args)
@@ -179,6 +180,10 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
         "from_scratch": args.model.from_scratch,
         "strategy": strategy.strategy,
         "train_examples": len(data.datasets["train"]),
+        "precision": precision(train_args),
+        "precision_reason": native_bf16() if precision(train_args) == "bf16" else None,
+        "torch_threads": threads,
+        "dataloader_workers": train_args.dataloader_num_workers,
         **data.report,
     }
     if task.before_train:
@@ -212,13 +217,14 @@ def resumed_loss(train_metrics: dict, checkpoint: str) -> dict:
 def display_path(value: str) -> str:
     """A model path as a reader of metrics.json can use it: the embedded default by its name, anything else as the
     user gave it (an absolute path inside this machine's virtualenv means nothing on another)."""
-    from hf_transfer.models.loading import DEFAULT_MODEL_PACKAGE
+    from hf_transfer.models.loading import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PACKAGE, is_default_model
 
-    if "site-packages" in value and DEFAULT_MODEL_PACKAGE.replace("-", "_") in value:
-        return f"sentence-transformers/all-MiniLM-L6-v2 (embedded, from {DEFAULT_MODEL_PACKAGE})"
+    if is_default_model(value):
+        return f"{DEFAULT_MODEL_NAME} (embedded, from {DEFAULT_MODEL_PACKAGE})"
     return value
 
 
 def mixed_precision(train_args) -> bool:
-    """Whether batches are padded for tensor cores (multiples of 8 help only in half precision)."""
-    return bool(train_args.bf16 or train_args.fp16)
+    """Whether batches are padded to multiples of 8 for tensor cores: that helps a GPU in half precision only; a CPU
+    would just compute the extra padding."""
+    return bool(train_args.bf16 or train_args.fp16) and not train_args.use_cpu
