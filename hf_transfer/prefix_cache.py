@@ -1,117 +1,25 @@
-"""The cached frozen prefix: frozen embeddings and bottom blocks run once per example; later epochs reuse their output.
-
-With `--strategy freeze` (or `feature_extraction`) the bottom of the network never changes, yet a plain run
-recomputes its forward pass on the same inputs every epoch. With `--cache_frozen_prefix` the first time an
-example is seen its prefix output (the hidden states entering the lowest trainable block) is stored; every
-later batch made only of stored examples skips the prefix: the model's own forward runs with its embeddings
-replaced by a module that returns the stored states and its block list cut down to the trainable blocks,
-so attention-mask handling, the trainable blocks and the head are the model's own code, unchanged.
-
-What makes it safe:
-- **Eval-mode prefix.** With the option on, the prefix always runs in eval mode (no dropout), cached or
-  not: a stored state is exactly what the prefix computes for that example, so caching changes nothing but
-  speed. (Without the option a frozen block still applies dropout in training, so the option itself changes
-  the training slightly: it removes the noise of the frozen blocks' dropout.)
-- **Content keys.** An example is keyed by its content: the unpadded token ids and token types of its row,
-  or for an image model the bytes and shape of its processed pixels (a 16-byte BLAKE2 digest). Whatever the
-  order, the batch or the process, a state is found again only for the very same input, and a changed data
-  set can never meet a stale entry. Text rows must be right-padded.
-- **Weights fingerprint.** The store is namespaced by a hash of the prefix's weights and of what else
-  decides its output (model type, attention implementation, dtypes, device type, library versions), as the
-  feature cache is. A cheap check on every forward (each prefix parameter's identity, version counter,
-  storage and `requires_grad`) notices any change of those weights: the fingerprint is then recomputed, and
-  a changed one opens a new, empty namespace. A prefix parameter that becomes trainable is an error.
-- **A batch with any unseen example runs the prefix on the whole batch**, exactly as an uncached run does,
-  and stores the new rows. So the first epoch is the uncached computation itself, and an uncached run (a
-  store of size 0) is the same code.
-
-Exactness: the stored states of an example were computed in the batch it first came in. A later batch pads
-to another length; on CPU, BERT's output at the real positions then differs in the last bits (measured up
-to about 2e-6 for MiniLM-sized blocks: the attention and matmul kernels reduce in a length-dependent order).
-So a cached run equals an uncached one bitwise when the padded length is fixed (`--pad_to_max_length`), and
-to float rounding with per-batch padding (the test's tiny BERT after 9 steps: weights within 4e-9; it allows
-1e-6; on SST-2 the benchmark's cached run and today's freeze, which also keeps the frozen blocks' dropout,
-reached the same dev accuracy). Padded
-positions are fed zeros instead of the prefix's output there; they are masked out as keys and never reach
-the loss, so this changes no result (tests/test_prefix_cache.py checks it bitwise).
-
-Storage: in memory (float32 by default; `--prefix_cache_dtype float16|bfloat16` halves it at the price of
-rounding the states, so such a run no longer equals an uncached one) up to `--prefix_cache_max_memory_mb`
-per process; and, unless `--prefix_cache_dir none`, every new entry is also written to disk under
-`--prefix_cache_dir/<namespace>/` (write-through; default outputs/prefix_cache). States beyond the memory
-budget are then read back from disk (the page cache, mostly), and a later process reloads them instead of
-recomputing: a resumed run, a rerun with another seed or learning rate (the pretrained prefix is the same),
-another rank. Each process appends to its own pair of files and, when it opens the namespace, reads every
-earlier process's complete entries; never stale, since a namespace is one set of prefix weights and an entry
-one input. Without a disk folder, examples beyond the memory budget are recomputed whenever they come. The
-folder is never cleaned up by the toolkit: delete it to reclaim the space.
-
-Two processes (DDP): each rank caches what it sees (the hooks act per process); the ranks stay identical, and
-a cached DDP run equals an uncached one as a single process does (checked by hand: 2 CPU processes, fixed
-padding, same weights bitwise). With the default shuffling a rank meets in later epochs examples that the
-other rank saw first, and a batch holding one such example runs the prefix whole, so the saving grows more
-slowly than on one process (2 ranks, batch 4, 4 epochs of a 64-example set: each rank ran the prefix on 92 of
-its 128 rows, against 128 uncached; with larger data the share falls each epoch), and each rank may store up
-to the whole data set. Ranks share entries only through the disk, between runs (a rank reads the files that
-existed when it started).
-
-Whisper (audio classification, `WhisperForAudioClassification`): the prefix is the encoder's conv stem and
-position table (its "embeddings") and its bottom blocks; each clip's log-mel window is one fixed-length row, keyed
-by its features like an image, so the cached run is the uncached one bitwise. The stem is not one module but three
-calls in the encoder's own forward (`gelu(conv1)`, `gelu(conv2)`, `+ embed_positions`): while a cached batch runs,
-conv1 returns nothing, conv2 zeros (gelu(0) = 0) and the position table the stored states, so the encoder computes
-`0 + states`, exactly the states, and its trainable blocks, final norm and the head run as built. The encoder's
-dropout after the stem is part of the prefix, so with the option on the encoder's own training flag is off during
-its forward (the blocks keep theirs); LayerDrop (`encoder_layerdrop` > 0, which skips blocks at random) and the
-weighted layer sum (`use_weighted_layer_sum`, which reads every block's output) are refused, and so is the
-encoder-decoder (speech recognition: the decoder reads the encoder at every generation step).
-
-Refused (one-line HfTransferError): strategies other than freeze/feature_extraction (gradual unfreezing
-changes the frozen layers during the run; LoRA/peft adapt every block), a prefix with trainable parameters
-(adapters inside it), collators whose training inputs vary per epoch (random crops, speed or noise
-augmentation, masking: see `inputs_vary_per_epoch`), torch.compile, FSDP, DeepSpeed and DataParallel, and architectures
-other than BERT, RoBERTa, DistilBERT (MiniLM is a BERT), ViT and Whisper's encoder. For ViT every image is one fixed-length row
-(its patches and CLS token), so states are stacked, never padded, and the cached run is the uncached one bitwise;
-the image recipe's augmentation (random crops and flips) must be off (`--random_resized_crop false
---horizontal_flip false`), since an augmented image is a new input each epoch; likewise the audio collators
-declare that speed or noise augmentation and random crops of long clips (`--max_duration_seconds`) vary per epoch.
-wav2vec2/HuBERT/WavLM and T5 are not done: wav2vec2's prefix is spread over its feature encoder, projection,
-SpecAugment masking (random per step by default) and the encoder's positional convolution and norm, and T5 is an
-encoder-decoder.
-"""
+"""The cached frozen prefix (`--cache_frozen_prefix`): the frozen embeddings and bottom blocks run once per example,
+and later batches feed their stored output to the trainable blocks. Hooks on the backbone rewire it only while its
+forward runs; examples are keyed by content and the store by the prefix's weights. Design, why it is exact and what it
+costs: docs/prefix_cache.md."""
 from __future__ import annotations
 
 import hashlib
 import inspect
-import json
-import logging
-import os
-import struct
-import sys
-import uuid
 import weakref
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
 
 from hf_transfer.errors import HfTransferError
+from hf_transfer.evidence.features import model_fingerprint
 from hf_transfer.layers import (
     architecture_spec,
     layer_groups,
     stack_groups,
     unwrap_model,
 )
-from hf_transfer.strategies import (
-    DEFAULT_PREFIX_CACHE_DIR as DEFAULT_CACHE_DIR,
-)
-from hf_transfer.strategies import (
-    DEFAULT_PREFIX_CACHE_MB as DEFAULT_MAX_MEMORY_MB,
-)
-
-logger = logging.getLogger(__name__)
 
 # What each supported architecture is fed: token ids (padded rows of varying length), or pixels or log-mel features
 # (one fixed-length row of states per image or clip). The key of an example and the shape of its states follow from it.
@@ -119,12 +27,10 @@ INPUT_KINDS = {"bert": "tokens", "roberta": "tokens", "distilbert": "tokens", "v
 INPUT_NAMES = {"tokens": "input_ids", "pixels": "pixel_values", "features": "input_features"}
 SUPPORTED_ARCHITECTURES = tuple(INPUT_KINDS)
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-FORMAT_VERSION = 1  # of the on-disk entries; part of the namespace
+DEFAULT_MAX_MEMORY_MB = 1024.0
 
 
-# --------------------------------------------------------------------------------------------------------
-# Checks
-# --------------------------------------------------------------------------------------------------------
+# --- Checks ---
 
 def check_architecture(config) -> None:
     """Raise unless the prefix cache knows this architecture (read from the config, before weights load)."""
@@ -179,9 +85,7 @@ def check_trainer(args, collator, *, fsdp: bool = False, deepspeed: bool = False
                               "drop --cache_frozen_prefix (or the augmentation)")
 
 
-# --------------------------------------------------------------------------------------------------------
-# Where the prefix is: embeddings + the bottom blocks that are frozen, read from the layer map
-# --------------------------------------------------------------------------------------------------------
+# --- Where the prefix is: embeddings + the bottom blocks that are frozen, read from the layer map ---
 
 @dataclass
 class PrefixLayout:
@@ -194,10 +98,6 @@ class PrefixLayout:
     stem_name: str = "the embeddings"
     # Whisper: the stem's dropout is in the backbone's own forward, governed by the backbone's own training flag
     stem_dropout_in_backbone: bool = False
-
-    @property
-    def width(self) -> int:
-        return int(self.backbone.config.hidden_size)
 
     @property
     def first_stem_module(self) -> nn.Module:
@@ -213,10 +113,10 @@ class PrefixLayout:
         return f"{self.stem_name} and {blocks}"
 
 
-def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
+def find_prefix(model: nn.Module, frozen_blocks: int | None = None) -> PrefixLayout:
     """The frozen prefix of `model` (a supported encoder, possibly peft- or DDP-wrapped): its embeddings and the
-    longest run of bottom blocks whose parameters are all frozen. With `strategy`, that run must hold at least the
-    blocks the strategy froze: a trainable parameter among them (adapters inside the prefix) is refused."""
+    longest run of bottom blocks whose parameters are all frozen. With `frozen_blocks` (how many the strategy froze),
+    that run must hold at least that many: a trainable parameter among them (adapters inside the prefix) is refused."""
     inner = unwrap_model(model)
     config = getattr(inner, "config", None)
     if config is None or callable(getattr(inner, "transfer_layer_groups", None)):
@@ -243,16 +143,12 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
         if blocking:
             break
         frozen += 1
-    if strategy is not None:
-        from hf_transfer.strategies import frozen_groups
-
-        expected = sum(1 for g in frozen_groups(groups, strategy) if g.stack == stack.name)
-        if frozen < expected:
-            raise HfTransferError(
-                f"--cache_frozen_prefix: block {frozen} of the frozen prefix (the strategy freezes blocks 0-{expected - 1}) "
-                f"has trainable parameters ({', '.join(blocking[:2])}): adapters (LoRA/peft) or unfrozen weights inside "
-                "the prefix; keep them above it or drop --cache_frozen_prefix"
-            )
+    if frozen_blocks is not None and frozen < frozen_blocks:
+        raise HfTransferError(
+            f"--cache_frozen_prefix: block {frozen} of the frozen prefix (the strategy freezes blocks 0-{frozen_blocks - 1}) "
+            f"has trainable parameters ({', '.join(blocking[:2])}): adapters (LoRA/peft) or unfrozen weights inside "
+            "the prefix; keep them above it or drop --cache_frozen_prefix"
+        )
     if not isinstance(blocks, nn.ModuleList) or len(blocks) != len(stack_groups(groups).get(stack.name, [])):
         raise HfTransferError(f"--cache_frozen_prefix: {type(inner).__name__}'s blocks at '{stack.blocks}' do not match the layer map")
     return PrefixLayout(backbone, {path: backbone.get_submodule(path) for path in stem_paths},
@@ -261,7 +157,7 @@ def find_prefix(model: nn.Module, strategy=None) -> PrefixLayout:
 
 
 def _whisper_encoder(inner: nn.Module) -> nn.Module:
-    """Whisper's encoder as the backbone, for audio classification only (see the module doc)."""
+    """Whisper's encoder as the backbone, for audio classification only (docs/prefix_cache.md)."""
     config = inner.config
     encoder = getattr(inner, "encoder", None)
     if encoder is None or hasattr(inner, "decoder") or hasattr(inner.base_model, "decoder"):
@@ -276,209 +172,28 @@ def _whisper_encoder(inner: nn.Module) -> nn.Module:
     return encoder
 
 
-# --------------------------------------------------------------------------------------------------------
-# Storage: memory slabs, then disk
-# --------------------------------------------------------------------------------------------------------
+# --- What the cache did ---
 
 @dataclass
 class PrefixCacheStats:
+    """The counts the end-of-training summary prints."""
+
     prefix_batches: int = 0  # batches the prefix ran on (any unseen example)
     computed_rows: int = 0  # rows those batches held
-    cached_batches: int = 0  # batches fed entirely from the store
-    cached_rows: int = 0
-    memory_rows: int = 0  # entries held in memory
-    memory_payload_bytes: int = 0  # bytes of their states
-    memory_allocated_bytes: int = 0  # bytes of the slabs holding them
-    index_bytes: int = 0  # estimated size of the in-memory index (keys and locations)
-    disk_rows: int = 0  # entries this process wrote to disk (every new one, when a folder is set)
-    disk_bytes: int = 0
-    disk_loaded_rows: int = 0  # entries found on disk from earlier processes
-    unstored_rows: int = 0  # new rows that found no room (recomputed whenever they come)
-    namespaces: int = 0  # fingerprints met (1 unless the prefix weights changed)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    cached_rows: int = 0  # rows fed from the store
+    stored_rows: int = 0  # examples whose states are held
+    stored_bytes: int = 0  # bytes of those states
+    unstored_rows: int = 0  # computed rows that found no room in the memory budget (counted each time they come)
 
     def summary(self) -> str:
-        where = f"{self.memory_rows:,} in memory ({self.memory_payload_bytes / 2**20:.1f} MB)"
-        if self.disk_rows or self.disk_loaded_rows:
-            where += f", {self.disk_rows:,} written to disk ({self.disk_bytes / 2**20:.1f} MB)"
-            where += f", {self.disk_loaded_rows:,} found there" if self.disk_loaded_rows else ""
+        stored = f"{self.stored_rows:,} in memory ({self.stored_bytes / 2**20:.1f} MB)"
+        if self.unstored_rows:
+            stored += f"; {self.unstored_rows:,} computed rows found no room (--prefix_cache_max_memory_mb)"
         return (f"prefix cache: ran the prefix on {self.computed_rows:,} rows ({self.prefix_batches:,} batches), fed "
-                f"{self.cached_rows:,} rows from the cache; examples stored: {where}")
+                f"{self.cached_rows:,} rows from the cache; examples stored: {stored}")
 
 
-# Rough per-entry size of the index: a 16-byte key object, a 3-tuple of ints and the dict slot.
-_INDEX_ENTRY_BYTES = sys.getsizeof(b"\0" * 16) + sys.getsizeof((0, 0, 0)) + 3 * 28 + 3 * 8 * 2
-
-
-class _MemoryTier:
-    """Rows packed into preallocated slabs (little per-entry overhead), until the budget is spent. Slabs grow
-    geometrically from 1 MB to 16 MB, so a small cache holds little more than its rows."""
-
-    SLAB_MIN, SLAB_MAX = 1 << 20, 16 << 20
-
-    def __init__(self, budget_bytes: int, width: int, dtype: torch.dtype):
-        self.width, self.dtype = width, dtype
-        self.row_bytes = width * torch.empty((), dtype=dtype).element_size()
-        self.budget = int(budget_bytes)
-        self.slabs: list[torch.Tensor] = []
-        self.used = 0  # rows used in the last slab
-        self.allocated = self.payload = 0
-        self.index: dict[bytes, tuple[int, int, int]] = {}
-
-    def get(self, key: bytes) -> torch.Tensor | None:
-        where = self.index.get(key)
-        if where is None:
-            return None
-        slab, start, rows = where
-        return self.slabs[slab][start:start + rows]
-
-    def put(self, key: bytes, rows: torch.Tensor) -> bool:
-        n = rows.shape[0]
-        if not self.slabs or self.used + n > self.slabs[-1].shape[0]:
-            slab_bytes = min(max(self.allocated, self.SLAB_MIN), self.SLAB_MAX)
-            capacity = min(max(n, slab_bytes // self.row_bytes), (self.budget - self.allocated) // self.row_bytes)
-            if capacity < n:
-                return False
-            self.slabs.append(torch.empty(capacity, self.width, dtype=self.dtype))
-            self.allocated += capacity * self.row_bytes
-            self.used = 0
-        self.slabs[-1][self.used:self.used + n] = rows
-        self.index[key] = (len(self.slabs) - 1, self.used, n)
-        self.used += n
-        self.payload += n * self.row_bytes
-        return True
-
-
-class _DiskTier:
-    """Append-only files, one pair per process (`<id>.bin` states, `<id>.idx` fixed-size records), so processes never
-    write to the same file; at start every earlier process's complete records are read (a record is written after
-    its data, and one whose data the file does not hold in full is ignored)."""
-
-    RECORD = struct.Struct("<16sQI4x")  # key, byte offset, rows
-
-    def __init__(self, folder: Path, width: int, dtype: torch.dtype, name: str = ""):
-        self.folder, self.width, self.dtype, self.name = folder, width, dtype, name
-        self.row_bytes = width * torch.empty((), dtype=dtype).element_size()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.index: dict[bytes, tuple[int, int, int]] = {}  # key -> (fd, offset, rows)
-        self.fds: list[int] = []
-        self.loaded = 0
-        for idx in sorted(folder.glob("*.idx")):
-            data = idx.with_suffix(".bin")
-            if not data.is_file():
-                continue
-            size, raw = data.stat().st_size, idx.read_bytes()
-            fd = None
-            for start in range(0, len(raw) - self.RECORD.size + 1, self.RECORD.size):
-                key, offset, rows = self.RECORD.unpack_from(raw, start)
-                if offset + rows * self.row_bytes > size or key in self.index:
-                    continue
-                if fd is None:
-                    fd = os.open(data, os.O_RDONLY)
-                    self.fds.append(fd)
-                self.index[key] = (fd, offset, rows)
-                self.loaded += 1
-        self._data = self._records = None
-        self._read_fd = -1
-        self._offset = 0
-        self.written_rows = self.written_bytes = 0
-
-    def get(self, key: bytes) -> torch.Tensor | None:
-        where = self.index.get(key)
-        if where is None:
-            return None
-        fd, offset, rows = where
-        raw = os.pread(fd, rows * self.row_bytes, offset)
-        return torch.frombuffer(bytearray(raw), dtype=self.dtype).view(rows, self.width)
-
-    def put_many(self, items: list[tuple[bytes, torch.Tensor]]) -> None:
-        if not items:
-            return
-        if self._data is None:
-            name = f"{self.name}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            self._data = open(self.folder / f"{name}.bin", "ab", buffering=0)
-            self._records = open(self.folder / f"{name}.idx", "ab", buffering=0)
-            self._read_fd = os.open(self.folder / f"{name}.bin", os.O_RDONLY)
-            self.fds.append(self._read_fd)
-        chunks, records, offset = [], [], self._offset
-        for key, rows in items:
-            raw = rows.contiguous().view(torch.uint8).numpy().tobytes()
-            chunks.append(raw)
-            records.append(self.RECORD.pack(key, offset, rows.shape[0]))
-            self.index[key] = (self._read_fd, offset, rows.shape[0])
-            offset += len(raw)
-        self._data.write(b"".join(chunks))  # the data first: a record never points past what the file holds
-        self._records.write(b"".join(records))
-        self.written_rows += len(items)
-        self.written_bytes += offset - self._offset
-        self._offset = offset
-
-    def close(self) -> None:
-        for f in (self._data, self._records):
-            if f is not None:
-                f.close()
-        for fd in self.fds:
-            os.close(fd)
-        self.fds, self.index, self._data, self._records = [], {}, None, None
-
-    def __del__(self):  # a model dropped without close(): its descriptors are not left open
-        try:
-            self.close()
-        except (OSError, AttributeError):
-            pass
-
-
-class StateStore:
-    """Prefix states by example key: in memory up to the budget; with a folder, every new entry is also written to disk
-    (write-through), so states beyond the budget are read from there and a later process (a resumed run, another run
-    with the same frozen prefix, another rank) reloads them instead of recomputing."""
-
-    def __init__(self, max_memory_bytes: int, folder: Path | None, width: int, dtype: torch.dtype, stats: PrefixCacheStats,
-                 name: str = ""):
-        self.folder, self.stats = folder, stats
-        self.memory = _MemoryTier(max_memory_bytes, width, dtype)
-        self.disk = _DiskTier(folder, width, dtype, name) if folder is not None else None
-        if self.disk is not None:
-            stats.disk_loaded_rows += self.disk.loaded
-
-    def get(self, key: bytes) -> torch.Tensor | None:
-        rows = self.memory.get(key)
-        if rows is None and self.disk is not None:
-            rows = self.disk.get(key)
-            if rows is not None and self.memory.put(key, rows):  # promoted: the next read is from memory
-                self._account()
-                rows = self.memory.get(key)
-        return rows
-
-    def put_many(self, items: list[tuple[bytes, torch.Tensor]]) -> None:
-        if not items:
-            return
-        kept = [self.memory.put(key, rows) for key, rows in items]
-        if self.disk is not None:
-            self.disk.put_many(items)
-        else:
-            self.stats.unstored_rows += kept.count(False)
-        self._account()
-
-    def _account(self) -> None:
-        s, m = self.stats, self.memory
-        s.memory_rows, s.memory_payload_bytes, s.memory_allocated_bytes = len(m.index), m.payload, m.allocated
-        s.index_bytes = len(m.index) * _INDEX_ENTRY_BYTES
-        if self.disk is not None:
-            s.disk_rows, s.disk_bytes = self.disk.written_rows, self.disk.written_bytes
-
-    def close(self) -> None:
-        if self.disk is not None:
-            self.disk.close()
-        self.memory = _MemoryTier(0, self.memory.width, self.memory.dtype)
-        self.disk = None
-
-
-# --------------------------------------------------------------------------------------------------------
-# The rewiring: hooks on the backbone
-# --------------------------------------------------------------------------------------------------------
+# --- The rewiring: hooks on the backbone ---
 
 class _PrefixDone(Exception):
     """Raised by the hook on the lowest trainable block: the prefix's output is taken, nothing above it runs."""
@@ -526,52 +241,26 @@ def stand_ins(layout: PrefixLayout, feed: StateFeed) -> dict[str, nn.Module]:
     }
 
 
-def row_keys(input_ids: torch.Tensor, lengths: list[int], token_type_ids: torch.Tensor | None) -> list[bytes]:
-    """One 16-byte key per row: a digest of its unpadded token ids (and token types)."""
-    ids = input_ids.numpy()
-    types = token_type_ids.numpy() if token_type_ids is not None else None
-    keys = []
-    for i, n in enumerate(lengths):
-        h = hashlib.blake2b(ids[i, :n].tobytes(), digest_size=16)
-        if types is not None:
-            h.update(b"|")
-            h.update(types[i, :n].tobytes())
-        keys.append(h.digest())
-    return keys
+def example_key(*parts: bytes) -> bytes:
+    """An example's 16-byte key: a digest of what decides its prefix output."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))  # so that no two splits of the same bytes collide
+        digest.update(part)
+    return digest.digest()
 
 
 def tensor_keys(values: torch.Tensor) -> list[bytes]:
-    """One 16-byte key per row (an image's processed pixels, a clip's log-mel features): a digest of its values, their
-    shape and dtype."""
+    """One key per row (an image's processed pixels, a clip's log-mel features): its values, shape and dtype."""
     rows = values.detach().to("cpu").contiguous()
     shape = f"{tuple(rows.shape[1:])}|{rows.dtype}".encode()
-    keys = []
-    for row in rows:
-        h = hashlib.blake2b(row.view(torch.uint8).numpy().tobytes(), digest_size=16)  # any dtype, bfloat16 too
-        h.update(b"|")
-        h.update(shape)
-        keys.append(h.digest())
-    return keys
+    return [example_key(row.view(torch.uint8).numpy().tobytes(), shape) for row in rows]  # any dtype, bfloat16 too
 
 
-@dataclass
+@dataclass(frozen=True)
 class PrefixCacheOptions:
-    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
-    cache_dir: str | None = DEFAULT_CACHE_DIR  # None: memory only
-    dtype: str = "float32"
-
-    @classmethod
-    def from_strategy(cls, strategy) -> "PrefixCacheOptions":
-        folder = strategy.prefix_cache_dir
-        if folder is None:
-            folder = DEFAULT_CACHE_DIR
-        elif folder.strip().lower() in ("", "none"):
-            folder = None
-        return cls(
-            max_memory_mb=DEFAULT_MAX_MEMORY_MB if strategy.prefix_cache_max_memory_mb is None else strategy.prefix_cache_max_memory_mb,
-            cache_dir=folder,
-            dtype=strategy.prefix_cache_dtype or "float32",
-        )
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB  # per process; examples beyond it are recomputed whenever they come
+    dtype: str = "float32"  # of the stored states; float16 / bfloat16 halve the memory but round the states
 
 
 # backbone -> the cache installed on it: one per model, shared by every trainer of that model (see `attach`).
@@ -579,7 +268,7 @@ _INSTALLED: "weakref.WeakKeyDictionary[nn.Module, FrozenPrefixCache]" = weakref.
 
 
 class FrozenPrefixCache:
-    """Installs the cache on a model: a forward pre-hook and a forward hook on its backbone (see the module doc).
+    """Installs the cache on a model: a forward pre-hook and a forward hook on its backbone.
 
     The model's structure is changed only while a forward call of the backbone runs; outside it (saving,
     checkpoints, the layer map, `named_parameters`) the model is exactly as it was built. The cache belongs to
@@ -587,34 +276,33 @@ class FrozenPrefixCache:
     """
 
     @classmethod
-    def attach(cls, model: nn.Module, options: PrefixCacheOptions | None = None, rank: int = 0, strategy=None):
+    def attach(cls, model: nn.Module, options: PrefixCacheOptions | None = None, frozen_blocks: int | None = None):
         """The cache installed on `model`, or a new one. Two caches on one backbone would each rewire it, so the
         same options share the installed one and other options are refused."""
         options = options or PrefixCacheOptions()
-        layout = find_prefix(model, strategy)
+        layout = find_prefix(model, frozen_blocks)
         installed = _INSTALLED.get(layout.backbone)
         if installed is None:
-            return cls(model, options, rank, strategy)
+            return cls(model, options, frozen_blocks)
         if installed.options != options or installed.layout.frozen != layout.frozen:
             raise HfTransferError("this model already has a prefix cache with other settings (another trainer's); "
                                   "call trainer.prefix_cache.close() on that trainer first")
         return installed
 
-    def __init__(self, model: nn.Module, options: PrefixCacheOptions | None = None, rank: int = 0, strategy=None):
+    def __init__(self, model: nn.Module, options: PrefixCacheOptions | None = None, frozen_blocks: int | None = None):
         self.options = options or PrefixCacheOptions()
         if self.options.dtype not in STORAGE_DTYPES:
             raise HfTransferError(f"--prefix_cache_dtype {self.options.dtype}: choose one of {', '.join(STORAGE_DTYPES)}")
-        self.layout = find_prefix(model, strategy)
-        self.rank = rank
+        self.layout = find_prefix(model, frozen_blocks)
         self.stats = PrefixCacheStats()
         self.storage_dtype = STORAGE_DTYPES[self.options.dtype]
+        self._budget_bytes = int(self.options.max_memory_mb * 2**20)
+        self._stored: dict[bytes, torch.Tensor] = {}  # example key -> its prefix states (CPU)
         self._feed = StateFeed()
         self._stand_ins = stand_ins(self.layout, self._feed)
-        self._prefix_blocks = nn.ModuleList(list(self.layout.blocks)[: self.layout.frozen])
         self._trainable_blocks = nn.ModuleList(list(self.layout.blocks)[self.layout.frozen:])
-        self._store: StateStore | None = None
         self._signature = None
-        self.namespace: str | None = None
+        self.namespace: tuple | None = None
         self._nested = 0
         self._restore: list | None = None
         self._backbone_training = True
@@ -632,53 +320,33 @@ class FrozenPrefixCache:
         _INSTALLED[backbone] = self
 
     # --- freshness ---
-    def _prefix_parameters(self) -> list[nn.Parameter]:
-        return [p for m in self.layout.modules() for p in m.parameters()]
-
     def _check_fresh(self, device: torch.device) -> None:
-        params = self._prefix_parameters()
-        trainable = [p for p in params if p.requires_grad]
-        if trainable:
+        """Empty the store when the prefix's output may have changed. A cheap signature of the prefix parameters
+        (identity, in-place version counter, storage, device type) is checked on every forward; when it moves, the
+        namespace (what decides the prefix's output besides the input) is recomputed, and a new one starts empty."""
+        params = [p for m in self.layout.modules() for p in m.parameters()]
+        if any(p.requires_grad for p in params):
             raise HfTransferError("--cache_frozen_prefix: a parameter of the frozen prefix became trainable (adapters or "
                                   "unfreezing inside the prefix); its cached outputs would be stale")
         signature = (device.type, tuple((id(p), p._version, p.data_ptr()) for p in params))
         if signature == self._signature:
             return
-        namespace = self._namespace(device)
+        config = self.layout.backbone.config
+        namespace = (model_fingerprint(nn.ModuleList(self.layout.modules())), device.type,
+                     next(self.layout.first_stem_module.parameters()).dtype, getattr(config, "_attn_implementation", None))
         if namespace != self.namespace:
-            if self._store is not None:
-                self._store.close()
-            folder = Path(self.options.cache_dir) / namespace if self.options.cache_dir else None
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "namespace.json").write_text(json.dumps(self._namespace_parts, indent=1, sort_keys=True))
-            self._store = StateStore(int(self.options.max_memory_mb * 2**20), folder, self.layout.width,
-                                     self.storage_dtype, self.stats, name=f"rank{self.rank}-")
+            self._stored = {}
+            self.stats.stored_rows = self.stats.stored_bytes = 0
             self.namespace = namespace
-            self.stats.namespaces += 1
         self._signature = signature
 
-    def _namespace(self, device: torch.device) -> str:
-        import transformers
-
-        from hf_transfer.evidence.features import model_fingerprint
-
-        config = self.layout.backbone.config
-        parts = {
-            "prefix_weights": model_fingerprint(nn.ModuleList(self.layout.modules())),
-            "model_type": config.model_type,
-            "prefix_blocks": self.layout.frozen,
-            "attention": getattr(config, "_attn_implementation", None),
-            "compute_dtype": str(next(self.layout.first_stem_module.parameters()).dtype),
-            "storage_dtype": self.options.dtype,
-            "device": device.type,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "format": FORMAT_VERSION,
-        }
-        key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-        self._namespace_parts = parts
-        return key
+    def _store(self, key: bytes, states: torch.Tensor) -> None:
+        if self.stats.stored_bytes + states.nbytes > self._budget_bytes:
+            self.stats.unstored_rows += 1
+            return
+        self._stored[key] = states.clone()  # a copy: a view would keep the whole padded batch alive
+        self.stats.stored_rows += 1
+        self.stats.stored_bytes += states.nbytes
 
     # --- hooks ---
     def _before(self, module, args, kwargs):
@@ -708,7 +376,7 @@ class FrozenPrefixCache:
     def _after(self, module, args, kwargs, output):
         if self._nested:
             return None
-        self._unswap()
+        self._swap(self.layout.stem, self.layout.blocks)
         self._feed.states = None
         if self._restore is not None:
             for m, training in self._restore:
@@ -722,9 +390,6 @@ class FrozenPrefixCache:
         for attr, module in stem.items():
             setattr(layout.backbone, attr, module)
         setattr(layout.blocks_parent, layout.blocks_attr, blocks)
-
-    def _unswap(self) -> None:
-        self._swap(self.layout.stem, self.layout.blocks)
 
     # --- the states of one batch ---
     def _model_inputs(self, inputs: dict) -> dict:
@@ -766,22 +431,23 @@ class FrozenPrefixCache:
                 raise HfTransferError("--cache_frozen_prefix needs right-padded batches (the tokenizer pads on the left); "
                                       "set the tokenizer's padding_side to 'right' or drop --cache_frozen_prefix")
             lengths = counts.tolist()
-        token_type_ids = inputs["token_type_ids"]
-        types = token_type_ids.detach().to("cpu", torch.int64) if token_type_ids is not None else None
-        return row_keys(ids, lengths, types), lengths
+        types = inputs["token_type_ids"]
+        types = types.detach().to("cpu", torch.int64).numpy() if types is not None else None
+        ids = ids.numpy()  # a row's key: its unpadded token ids and token types
+        return [example_key(ids[i, :n].tobytes(), b"" if types is None else types[i, :n].tobytes())
+                for i, n in enumerate(lengths)], lengths
 
     def _states(self, inputs: dict) -> torch.Tensor:
         first = inputs[INPUT_NAMES[self.input_kind]]
         device, rows = first.device, first.shape[0]
         self._check_fresh(device)
         keys, lengths = self._keys(inputs)
-        found = [self._store.get(k) for k in keys]
+        found = [self._stored.get(k) for k in keys]
         if all(f is not None for f in found):
-            self.stats.cached_batches += 1
             self.stats.cached_rows += rows
             if lengths is None:
                 states = torch.stack(found)
-            else:  # zeros at padded positions (masked out as keys; see the module doc), up to this batch's width
+            else:  # zeros at padded positions (masked out as keys, so no result changes), up to this batch's width
                 states = nn.utils.rnn.pad_sequence(found, batch_first=True)
                 width = first.shape[1]
                 if states.shape[1] < width:
@@ -792,12 +458,9 @@ class FrozenPrefixCache:
         self.stats.prefix_batches += 1
         self.stats.computed_rows += rows
         on_cpu = hidden.detach().to("cpu", self.storage_dtype)
-        new, seen = [], set()
-        for i, (key, present) in enumerate(zip(keys, found)):
-            if present is None and key not in seen:
-                seen.add(key)
-                new.append((key, on_cpu[i] if lengths is None else on_cpu[i, : lengths[i]]))
-        self._store.put_many(new)
+        for i, key in enumerate(keys):
+            if key not in self._stored:  # a row repeated in this batch is stored once
+                self._store(key, on_cpu[i] if lengths is None else on_cpu[i, : lengths[i]])
         return hidden
 
     def _run_prefix(self, inputs: dict) -> torch.Tensor:
@@ -830,33 +493,12 @@ class FrozenPrefixCache:
 
     # --- lifetime ---
     def close(self) -> None:
-        """Remove the hooks and release the store (the model is left exactly as it was built)."""
+        """Remove the hooks and release the stored states (the model is left exactly as it was built; `stats` stay)."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
         if _INSTALLED.get(self.layout.backbone) is self:
             del _INSTALLED[self.layout.backbone]
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-
-class PrefixCacheCallback(TrainerCallback):
-    """Says what is cached when training starts, and what the cache did when it ends (main process)."""
-
-    def __init__(self, cache: FrozenPrefixCache):
-        self.cache = cache
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            options = self.cache.options
-            where = f"all also on disk in {options.cache_dir}" if options.cache_dir else "beyond that recomputed"
-            logger.info("prefix cache: %s run once per example (eval mode), stored as %s up to %g MB in memory, %s",
-                        self.cache.layout.describe(), options.dtype, options.max_memory_mb, where)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            print(self.cache.stats.summary(), flush=True)
-
+        self._stored = {}
 
 

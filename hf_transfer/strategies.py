@@ -14,7 +14,7 @@ What acts where (all read from the layer map in `layers.py`):
 - layer_lr_decay: optimizer parameter groups, built by `TransferTrainer.create_optimizer`.
 - lora / peft: `peft.get_peft_model`, targets from the layer map's table, the head in `modules_to_save`.
 - --cache_frozen_prefix (with freeze / feature_extraction): checked here, installed by `TransferTrainer` (see
-  prefix_cache.py): the frozen bottom runs once per example.
+  prefix_cache.py, which never imports this module): the frozen bottom runs once per example.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from torch import nn
 
+from hf_transfer import prefix_cache
 from hf_transfer.errors import HfTransferError
 from hf_transfer.layers import (
     DECODER,
@@ -37,9 +38,6 @@ from hf_transfer.layers import (
 )
 
 STRATEGIES = ("full", "freeze", "feature_extraction", "gradual", "lora", "peft")
-# Defaults of the prefix-cache options, stated in their help (the options themselves default to None, "not given").
-DEFAULT_PREFIX_CACHE_MB = 1024.0
-DEFAULT_PREFIX_CACHE_DIR = "outputs/prefix_cache"
 # Why --cache_frozen_prefix does not go with a strategy: there is no prefix that stays frozen for the whole run.
 _NO_FROZEN_PREFIX = {
     "full": "nothing is frozen",
@@ -99,20 +97,13 @@ class StrategyArgs:
     prefix_cache_max_memory_mb: float | None = field(
         default=None,
         metadata={"help": f"--cache_frozen_prefix: memory for stored states per process, in MB (default "
-                  f"{DEFAULT_PREFIX_CACHE_MB:g}); states beyond it are read from --prefix_cache_dir (or recomputed)."},
-    )
-    prefix_cache_dir: str | None = field(
-        default=None,
-        metadata={"help": f"--cache_frozen_prefix: folder where every stored state is also written, keyed by the "
-                  f"prefix's weights (default {DEFAULT_PREFIX_CACHE_DIR}): a resumed run or a rerun reloads them, and "
-                  "states beyond the memory budget are read from there. 'none': memory only, examples beyond the "
-                  "budget are recomputed."},
+                  f"{prefix_cache.DEFAULT_MAX_MEMORY_MB:g}); examples beyond it are recomputed whenever they come."},
     )
     prefix_cache_dtype: str | None = field(
         default=None,
         metadata={"help": "--cache_frozen_prefix: precision of stored states: float32 (default, exact), float16 or "
                   "bfloat16 (half the memory; states are rounded, so results differ slightly from an uncached run).",
-                  "choices": ("float32", "float16", "bfloat16")},
+                  "choices": tuple(prefix_cache.STORAGE_DTYPES)},
     )
 
     def __post_init__(self) -> None:
@@ -158,7 +149,7 @@ class StrategyArgs:
         self._check_prefix_cache()
 
     def _check_prefix_cache(self) -> None:
-        options = ("prefix_cache_max_memory_mb", "prefix_cache_dir", "prefix_cache_dtype")
+        options = ("prefix_cache_max_memory_mb", "prefix_cache_dtype")
         if not self.cache_frozen_prefix:
             given = [o for o in options if getattr(self, o) is not None]
             if given:
@@ -169,7 +160,7 @@ class StrategyArgs:
                                   f"'{self.strategy}': {_NO_FROZEN_PREFIX[self.strategy]}")
         if self.prefix_cache_max_memory_mb is not None and self.prefix_cache_max_memory_mb < 0:
             raise HfTransferError(f"--prefix_cache_max_memory_mb must be >= 0, got {self.prefix_cache_max_memory_mb}")
-        if self.prefix_cache_dtype not in (None, "float32", "float16", "bfloat16"):
+        if self.prefix_cache_dtype not in (None, *prefix_cache.STORAGE_DTYPES):
             raise HfTransferError(f"--prefix_cache_dtype must be float32, float16 or bfloat16, got {self.prefix_cache_dtype}")
 
     # --- checks that need the model's config (read before any weights load) ---
@@ -179,9 +170,7 @@ class StrategyArgs:
             return
         self.check_stacks(stack_depths(config))  # raises for an architecture the layer map does not know
         if self.cache_frozen_prefix:
-            from hf_transfer.prefix_cache import check_architecture
-
-            check_architecture(config)
+            prefix_cache.check_architecture(config)
 
     def check_stacks(self, depths: dict[str, int]) -> None:
         """Raise if the options do not fit a model with these stacks ({name: number of blocks})."""

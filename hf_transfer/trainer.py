@@ -3,6 +3,7 @@ resumable length-grouped batches and extra objectives (losses added to the task'
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from transformers.trainer_pt_utils import (
 
 from hf_transfer.errors import HfTransferError
 from hf_transfer.layers import LayerGroup, layer_groups, unwrap_model
-from hf_transfer.strategies import StrategyArgs
+from hf_transfer.prefix_cache import (
+    FrozenPrefixCache,
+    PrefixCacheOptions,
+    check_trainer,
+    find_prefix,
+)
+from hf_transfer.strategies import StrategyArgs, frozen_groups
+
+logger = logging.getLogger(__name__)
 
 
 def layerwise_parameter_groups(
@@ -237,6 +246,35 @@ def has_objective_weights(model) -> bool:
     return any(True for objective in model_objectives(model).values() for _ in objective.parameters())
 
 
+def prefix_cache_options(strategy: StrategyArgs) -> PrefixCacheOptions:
+    """The prefix cache's options as the strategy gives them (an option left unset keeps the cache's default)."""
+    given = {"max_memory_mb": strategy.prefix_cache_max_memory_mb, "dtype": strategy.prefix_cache_dtype}
+    return PrefixCacheOptions(**{name: value for name, value in given.items() if value is not None})
+
+
+def strategy_frozen_blocks(model, strategy: StrategyArgs) -> int:
+    """How many blocks the strategy froze (the prefix cache's encoders have one stack): the cache refuses a trainable
+    parameter among them."""
+    return sum(1 for group in frozen_groups(layer_groups(model), strategy) if group.stack is not None)
+
+
+class PrefixCacheCallback(TrainerCallback):
+    """Says what the prefix cache stores when training starts, and what it did when training ends (main process)."""
+
+    def __init__(self, cache: FrozenPrefixCache):
+        self.cache = cache
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            options = self.cache.options
+            logger.info("prefix cache: %s run once per example (eval mode), stored as %s up to %g MB in memory, beyond "
+                        "that recomputed", self.cache.layout.describe(), options.dtype, options.max_memory_mb)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            print(self.cache.stats.summary(), flush=True)
+
+
 def check_setup(model, args, strategy: StrategyArgs, collator=None) -> None:
     """The set-ups a transfer trainer refuses, checked without building one: `run_task` calls this before a run's first
     write, so that a run which cannot start leaves the output folder (and an earlier run in it) as it was."""
@@ -249,10 +287,8 @@ def check_setup(model, args, strategy: StrategyArgs, collator=None) -> None:
         if args.ddp_find_unused_parameters is False:
             raise HfTransferError("--strategy gradual needs --ddp_find_unused_parameters True (frozen groups produce no gradient)")
     if strategy.cache_frozen_prefix:
-        from hf_transfer.prefix_cache import check_trainer, find_prefix
-
         check_trainer(args, collator)
-        find_prefix(model, strategy)
+        find_prefix(model, strategy_frozen_blocks(model, strategy))
 
 
 class TransferTrainerMixin:
@@ -282,17 +318,10 @@ class TransferTrainerMixin:
             self.add_callback(GradualUnfreezing(self.strategy.gradual_every, self.strategy.gradual_unit))
         self.prefix_cache = None
         if self.strategy.cache_frozen_prefix:
-            from hf_transfer.prefix_cache import (
-                FrozenPrefixCache,
-                PrefixCacheCallback,
-                PrefixCacheOptions,
-                check_trainer,
-            )
-
             check_trainer(self.args, self.data_collator, fsdp=getattr(self, "is_fsdp_enabled", False),
                           deepspeed=getattr(self, "is_deepspeed_enabled", False))
-            self.prefix_cache = FrozenPrefixCache.attach(self.model, PrefixCacheOptions.from_strategy(self.strategy),
-                                                         rank=self.args.process_index, strategy=self.strategy)
+            self.prefix_cache = FrozenPrefixCache.attach(self.model, prefix_cache_options(self.strategy),
+                                                         strategy_frozen_blocks(self.model, self.strategy))
             self.add_callback(PrefixCacheCallback(self.prefix_cache))
 
     def _get_train_sampler(self, train_dataset=None):

@@ -1,8 +1,10 @@
 """The cached frozen prefix: a cached run is the uncached computation (bitwise with fixed padding, to rounding with
-per-batch padding), the prefix runs once per example, resume reloads the cache, refusals are one line, the cache
-never serves stale states; and length-grouped batches are the text recipes' default, resumable, off with a flag or
-with fixed padding."""
+per-batch padding), the prefix runs once per example, the memory budget bounds the store, a resumed run equals the
+uninterrupted one, refusals are one line, the cache never serves stale states; and length-grouped batches are the text
+recipes' default, resumable, off with a flag or with fixed padding."""
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -69,12 +71,11 @@ def make_trainer(tokenizer, train_set, out, strategy, *, model=None, collator=No
                            eval_dataset=eval_set, data_collator=collator or DataCollatorWithPadding(tokenizer))
 
 
-def cached(store_mb=64.0, folder="none", strategy="freeze", **kwargs):
-    """The option on; store_mb=0 with no folder stores nothing: the uncached run with the same option."""
+def cached(store_mb=64.0, strategy="freeze", **kwargs):
+    """The option on; store_mb=0 stores nothing: the uncached run with the same option."""
     if strategy == "freeze":
         kwargs.setdefault("freeze_bottom", 2)
-    return StrategyArgs(strategy=strategy, cache_frozen_prefix=True, prefix_cache_max_memory_mb=store_mb,
-                        prefix_cache_dir=folder, **kwargs)
+    return StrategyArgs(strategy=strategy, cache_frozen_prefix=True, prefix_cache_max_memory_mb=store_mb, **kwargs)
 
 
 def weights(model):
@@ -125,6 +126,32 @@ def test_feature_extraction_caches_every_block(tokenizer, train_set, eval_set, t
     assert all(torch.equal(v, uw[n]) for n, v in cw.items()) and ce["eval_loss"] == ue["eval_loss"]
 
 
+def distinct_examples(*datasets) -> set[tuple]:
+    """What keys an example: its token ids and token types (these sets hold no padding)."""
+    return {(tuple(row["input_ids"]), tuple(row.get("token_type_ids") or ())) for data in datasets for row in data}
+
+
+def test_the_memory_budget_bounds_the_store_and_changes_no_result(tokenizer, train_set, eval_set, tmp_path):
+    # Each distinct example's states: its unpadded length x hidden size, float32.
+    hidden = new_model(tokenizer).config.hidden_size
+    examples = distinct_examples(train_set, eval_set)
+    every_state = sum(len(ids) for ids, _ in examples) * hidden * 4
+    runs = {}
+    for name, budget in (("all", every_state), ("half", every_state // 2), ("none", 0)):
+        trainer = make_trainer(tokenizer, train_set, tmp_path / name, cached(budget / 2**20), eval_set=eval_set,
+                               collator=fixed_padding(tokenizer), eval_strategy="epoch")
+        trainer.train()
+        runs[name] = (trainer.prefix_cache.stats, weights(trainer.model))
+    stats, fitted = runs["all"]
+    assert (stats.stored_rows, stats.stored_bytes, stats.unstored_rows) == (len(examples), every_state, 0)
+    half, _ = runs["half"]
+    assert 0 < half.stored_bytes <= every_state // 2 and half.stored_rows < len(examples)
+    assert half.unstored_rows > 0 and "found no room" in half.summary()
+    assert stats.computed_rows < half.computed_rows < runs["none"][0].computed_rows  # what is not stored is recomputed
+    for name in ("half", "none"):
+        assert all(torch.equal(value, runs[name][1][n]) for n, value in fitted.items()), name
+
+
 def test_the_prefix_runs_once_per_example_and_the_model_is_left_as_built(tokenizer, train_set, eval_set, tmp_path):
     trainer = make_trainer(tokenizer, train_set, tmp_path, cached(), eval_set=eval_set, eval_strategy="epoch")
     bert = trainer.model.bert
@@ -170,15 +197,20 @@ class KillAfter(TrainerCallback):
             control.should_training_stop = True
 
 
-def test_resumed_run_equals_the_uninterrupted_one_and_reloads_the_cache(tokenizer, train_set, tmp_path):
-    # Per-batch padding and length-grouped batches (the recipes' defaults): 3 steps an epoch, 9 in all; killed after
-    # the checkpoint at step 5, in the middle of epoch 2. Each run has its own disk cache folder.
+@pytest.mark.parametrize("padding", ["per_batch", "fixed"])
+def test_resumed_run_equals_the_uninterrupted_one(tokenizer, train_set, tmp_path, padding):
+    # Length-grouped batches (the recipes' default): 3 steps an epoch, 9 in all; killed after the checkpoint at step 5,
+    # in the middle of epoch 2. The resumed process starts with an empty store, so it computes states in other batches
+    # than the uninterrupted run did: equal bitwise with fixed padding, to rounding with per-batch padding (as a cached
+    # run and an uncached one; same tolerance).
     common = dict(train_sampling_strategy="group_by_length")
-    whole = make_trainer(tokenizer, train_set, tmp_path / "whole", cached(folder=str(tmp_path / "cache_whole")), **common)
+    if padding == "fixed":
+        common["collator"] = fixed_padding(tokenizer)
+    whole = make_trainer(tokenizer, train_set, tmp_path / "whole", cached(), **common)
     whole.train()
     expected = weights(whole.model)
 
-    split = cached(folder=str(tmp_path / "cache_split"))
+    split = cached()
     first = make_trainer(tokenizer, train_set, tmp_path / "split", split, save_strategy="steps", save_steps=5, **common)
     first.add_callback(KillAfter(5))
     first.train()
@@ -189,10 +221,12 @@ def test_resumed_run_equals_the_uninterrupted_one_and_reloads_the_cache(tokenize
             if p.requires_grad:
                 p.normal_()
     resumed.train(resume_from_checkpoint=str(tmp_path / "split" / "checkpoint-5"))
-    stats = resumed.prefix_cache.stats
-    assert stats.disk_loaded_rows == 24 and stats.computed_rows == 0, stats  # reloaded, nothing recomputed
+    assert resumed.prefix_cache.stats.stored_rows == len(distinct_examples(train_set))  # refilled by its last epoch
     got = weights(resumed.model)
-    assert not {n for n in expected if not torch.equal(got[n], expected[n])}
+    if padding == "fixed":
+        assert not {n for n in expected if not torch.equal(got[n], expected[n])}
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6, msg=name)
 
 
 def test_length_grouped_order_is_a_function_of_seed_and_epoch():
@@ -204,6 +238,12 @@ def test_length_grouped_order_is_a_function_of_seed_and_epoch():
     assert list(b) == first and sorted(first) == list(range(200))
     a.set_epoch(1)
     assert list(a) != first
+
+
+def test_the_prefix_cache_never_imports_the_strategies():
+    """Imports flow one way: strategies (the options) and the trainer (the wiring) import the cache, not back."""
+    code = "import sys, hf_transfer.prefix_cache; print('hf_transfer.strategies' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 # --- refusals ---
@@ -289,7 +329,7 @@ def test_lora_on_the_prefix_is_refused(tokenizer, train_set, tmp_path):
     # Adapters only above the prefix are fine: the prefix stays frozen.
     top_only = get_peft_model(apply_strategy(new_model(tokenizer), strategy),
                               LoraConfig(r=2, target_modules=["query", "value"], layers_to_transform=[2]))
-    assert FrozenPrefixCache(top_only, strategy=strategy).layout.frozen == 2
+    assert FrozenPrefixCache(top_only, frozen_blocks=2).layout.frozen == 2
 
 
 class AugmentingCollator(DataCollatorWithPadding):
@@ -341,12 +381,13 @@ def test_a_change_of_prefix_weights_or_data_is_never_served_from_the_cache(token
     first = trainer.evaluate()
     assert trainer.evaluate()["eval_loss"] == first["eval_loss"]
     assert stats.computed_rows == 16 and stats.cached_rows == 16
+    namespace = trainer.prefix_cache.namespace
 
     with torch.no_grad():  # a frozen weight changed in place (a checkpoint loaded, a user's edit)
         for model in (trainer.model, reference.model):
             model.bert.encoder.layer[0].output.dense.weight.mul_(1.5)
     changed = trainer.evaluate()
-    assert stats.namespaces == 2 and stats.computed_rows == 32  # a new namespace: all recomputed
+    assert trainer.prefix_cache.namespace != namespace and stats.computed_rows == 32  # a new namespace: all recomputed
     assert changed["eval_loss"] == reference.evaluate()["eval_loss"] != first["eval_loss"]
 
     # One changed token in one example: keyed by content, that row is never served from the cache.
@@ -354,20 +395,6 @@ def test_a_change_of_prefix_weights_or_data_is_never_served_from_the_cache(token
                           with_indices=True)
     assert trainer.evaluate(edited)["eval_loss"] == reference.evaluate(edited)["eval_loss"]
     assert stats.computed_rows == 32 + 8  # the batch holding the edited row ran the prefix again
-
-
-def test_a_disk_cache_is_keyed_by_the_prefix_weights(tokenizer, eval_set, tmp_path):
-    folder = str(tmp_path / "cache")
-    one = make_trainer(tokenizer, eval_set, tmp_path / "a", cached(0.0, folder=folder), eval_set=eval_set)
-    one.evaluate()
-    assert one.prefix_cache.stats.disk_rows == 16
-    same = make_trainer(tokenizer, eval_set, tmp_path / "b", cached(folder=folder), eval_set=eval_set)
-    assert same.evaluate()["eval_loss"] == one.evaluate()["eval_loss"]
-    assert same.prefix_cache.stats.disk_loaded_rows == 16 and same.prefix_cache.stats.computed_rows == 0
-    other = make_trainer(tokenizer, eval_set, tmp_path / "c", cached(folder=folder), eval_set=eval_set,
-                         model=new_model(tokenizer, seed=1))
-    other.evaluate()
-    assert other.prefix_cache.stats.disk_loaded_rows == 0 and other.prefix_cache.stats.computed_rows == 16
 
 
 # --- length grouping: the text recipes' default ---
@@ -400,8 +427,7 @@ def test_sentiment_recipe_with_the_cache(tiny_text_model_dir, review_files, tmp_
 
     out = tmp_path / "out"
     metrics = sentiment.main(recipe_argv(tiny_text_model_dir, review_files, out, "--strategy", "freeze", "--freeze_bottom", "1",
-                                         "--cache_frozen_prefix", "--prefix_cache_dir", str(tmp_path / "cache"),
-                                         "--num_train_epochs", "2"))
+                                         "--cache_frozen_prefix", "--num_train_epochs", "2"))
     assert "validation_accuracy" in metrics and metrics["global_step"] == 16
     printed = capsys.readouterr().out
     # Epoch 1 and its evaluation ran the prefix (64 + 16 rows); epoch 2 and the next evaluations were fed from the cache.
@@ -481,7 +507,7 @@ def test_whisper_cached_run_is_bitwise_the_uncached_run(tmp_path, strategy_kwarg
 def test_whisper_setups_the_cache_cannot_follow_are_refused(model, message):
     strategy = cached()
     with pytest.raises(HfTransferError, match=message) as error:
-        FrozenPrefixCache(apply_strategy(model(), strategy), strategy=strategy)
+        FrozenPrefixCache(apply_strategy(model(), strategy))
     assert "\n" not in str(error.value)
 
 
