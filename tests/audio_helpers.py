@@ -163,3 +163,26 @@ def save_whisper_checkpoint(folder: Path, seed: int = 0) -> Path:
     WhisperForAudioClassification(tiny_whisper_config()).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(folder)
     return folder
+
+
+# Whisper's special tokens, then the byte-level pieces of "yes" and "no" ("Ġ" is the space): ids in this order.
+WHISPER_TOKENS = ["<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>", "y", "e", "s", "n", "o", "Ġ"]
+
+
+def save_whisper_recognition_files(folder: Path) -> Path:
+    """What Whisper recognition reads before any weights: the tiny config, its 2 s feature extractor and a tokenizer
+    whose vocabulary is WHISPER_TOKENS (padded to the config's 16 ids)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import WhisperFeatureExtractor, WhisperTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = tiny_whisper_config()
+    config.save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(folder)
+    words = WHISPER_TOKENS + [f"w{i}" for i in range(config.vocab_size - len(WHISPER_TOKENS))]
+    # The vocabulary only: WhisperTokenizerFast makes it Whisper's byte-level tokenizer with the prefix tokens.
+    Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<|endoftext|>")).save(str(folder / "tokenizer.json"))
+    WhisperTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                         unk_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(folder)
+    return folder

@@ -28,7 +28,7 @@ from hf_transfer.data.audio import (
     load_audio_classification,
 )
 from hf_transfer.data.audio_io import read_audio
-from hf_transfer.data.io import describe
+from hf_transfer.data.media import describe
 
 
 def _dataset(paths):
@@ -51,7 +51,7 @@ def test_check_reads_lengths_from_headers_without_decoding(tmp_path, monkeypatch
 
 def test_bad_clips_are_skipped_with_a_count_and_their_paths_in_the_log(tmp_path, bad_clips, caplog):
     good = write_clip(tmp_path / "good.wav", 440.0, 16000, 0.3)
-    with caplog.at_level(logging.WARNING, logger="hf_transfer.data.audio"):
+    with caplog.at_level(logging.WARNING, logger="hf_transfer.data.media"):
         checked, counts = check_audio(_dataset([good, *bad_clips.values()]), "train", AudioDataArgs(), 16000, 400)
     assert list(checked["audio"]) == [str(good)] and list(checked["labels"]) == [0]
     assert counts["bad_audio_skipped"] == 5
@@ -149,6 +149,20 @@ def test_bad_sources_are_one_clear_error(label_folders, tmp_path, flags, message
     with pytest.raises(HfTransferError, match=message):
         data_args, label_args = parse_args((AudioDataArgs, AudioLabelArgs), flags)
         load_audio_classification(data_args, label_args, 16000, 400)
+
+
+def test_label_folders_skip_hidden_files_and_say_where_loose_clips_belong(tmp_path):
+    folders = make_label_folders(tmp_path / "train", per_label=3)
+    write_corrupt(folders / "low" / "._0.wav")  # a macOS resource fork: a clip's suffix, no audio
+    data = load_audio_classification(AudioDataArgs(train_dir=str(folders), validation_dir=str(folders)), AudioLabelArgs(), 16000, 400)
+    assert data.report["train_clips"] == 6 and "train_bad_audio_skipped" not in data.report
+    loose = tmp_path / "loose"
+    for name in ("a.wav", "b.flac"):
+        write_clip(loose / name, 440.0, 16000, 0.3)
+    with pytest.raises(HfTransferError, match=r"^the train split is empty: .*loose has no label subfolders with audio files "
+                                              r"\(2 audio files lie directly in it: put them in a subfolder named after their label\); "
+                                              r"audio files end in \.wav, \.flac"):
+        load_audio_classification(AudioDataArgs(train_dir=str(loose)), AudioLabelArgs(), 16000, 400)
 
 
 def test_an_empty_split_is_an_error(label_folders, tmp_path):

@@ -1,10 +1,13 @@
-"""CTC pieces against hand-worked cases: normalisation, vocabulary, decoding, edit distance, WER/CER, data checks."""
+"""CTC pieces against hand-worked cases: normalisation, vocabulary, decoding, edit distance, WER/CER, data checks; the
+transcript rules both speech recognition recipes (CTC and Whisper) share."""
+import importlib
 import logging
 
 import numpy as np
 import pytest
 from audio_helpers import (
     save_speech_checkpoint,
+    save_whisper_recognition_files,
     tiny_speech_config,
     write_clip,
     write_table,
@@ -161,3 +164,52 @@ def test_a_fine_tuned_ctc_head_keeps_its_vocabulary(tmp_path):
     with pytest.raises(HfTransferError, match=r"the tokenizer has 6 tokens but the CTC head of .* has 4 outputs"):
         check_ctc_head(config, built, str(model), tokenizer_given=True)
     check_ctc_head(AutoConfig.from_pretrained(save_speech_checkpoint(tmp_path / "base")), built, "base", tokenizer_given=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Both recipes' loaders: one transcript rule, one normalisation
+# ---------------------------------------------------------------------------------------------------------
+
+RECIPES = ("speech_recognition", "whisper_speech_recognition")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recognition")
+    return {"speech_recognition": save_speech_checkpoint(root / "wav2vec2"),
+            "whisper_speech_recognition": save_whisper_recognition_files(root / "whisper")}
+
+
+def _recipe_load(recipe, model, tmp_path, train_texts, validation_texts):
+    """The recipe's own `load` step on tables of 0.3 s clips with these transcripts, normalised alike in both recipes."""
+    clips = [write_clip(tmp_path / "clips" / f"{i}.wav", 300.0 + 50 * i, 16000, 0.3) for i in range(len(train_texts))]
+    tables = {split: write_table(tmp_path / f"{split}.csv", [{"path": f"clips/{c.name}", "text": t} for c, t in zip(clips, texts)])
+              for split, texts in (("train", train_texts), ("validation", validation_texts))}
+    task = importlib.import_module(f"recipes.{recipe}").TASK
+    args = task.parse(["--model_name_or_path", str(model), "--train_file", str(tables["train"]), "--validation_file",
+                       str(tables["validation"]), "--output_dir", str(tmp_path / "out"), "--text_case", "lower",
+                       "--strip_punctuation", "true", "--long_audio", "skip"])
+    return task.load(args)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_both_recipes_refuse_clips_whose_transcript_is_missing_or_normalised_away(recipe, checkpoints, tmp_path):
+    # "" is read back as a missing value; "?!" is all punctuation, which --strip_punctuation deletes.
+    with pytest.raises(HfTransferError) as error:
+        _recipe_load(recipe, checkpoints[recipe], tmp_path, ["yes", "no", "yes no"], ["yes", "?!", ""])
+    assert str(error.value) == ("2 clips of the validation split have no transcript (1 of them only punctuation, e.g. '?!', "
+                                "which --strip_punctuation deletes); fill or remove them, or pass --strip_punctuation false")
+    with pytest.raises(HfTransferError, match=r"^1 clips of the train split have no transcript; fill or remove them$"):
+        _recipe_load(recipe, checkpoints[recipe], tmp_path, ["yes", "   ", "no"], ["yes"])
+
+
+def test_both_recipes_load_the_same_clips_with_the_same_normalised_transcripts(checkpoints, tmp_path):
+    ctc, whisper = (_recipe_load(recipe, checkpoints[recipe], tmp_path / recipe, ["Yes!", "no", "yes  no", "No."], ["YES", "no?"])
+                    for recipe in RECIPES)
+    for split, texts in (("train", ["yes", "no", "yes no", "no"]), ("validation", ["yes", "no"])):
+        assert list(ctc.datasets[split]["text"]) == list(whisper.datasets[split]["text"]) == texts, split
+    # CTC: the vocabulary built from the training transcripts, <pad> <unk> | then e n o s y.
+    assert list(ctc.datasets["validation"]["labels"]) == [[7, 3, 6], [4, 5]]
+    # Whisper: the checkpoint's tokenizer without the decoder start token (1): <|notimestamps|> (2), y e s / n o, <|endoftext|> (0).
+    assert list(whisper.datasets["validation"]["labels"]) == [[2, 3, 4, 5, 0], [2, 6, 7, 0]]
+

@@ -13,11 +13,11 @@ from hf_transfer.data.image import (
     ImageAugmentArgs,
     ImageCollator,
     ImageDataArgs,
-    check_training_args,
     crop_box,
     load_image,
     load_image_classification,
 )
+from hf_transfer.tasks.image_classification import check_training_args
 
 
 def _pixel(path, xy=(0, 0)):
@@ -83,7 +83,7 @@ def folders(tmp_path):
 
 def test_bad_files_are_skipped_counted_and_logged(folders, caplog):
     root, bad = folders
-    with caplog.at_level(logging.WARNING, logger="hf_transfer.data.image"):
+    with caplog.at_level(logging.WARNING, logger="hf_transfer.data.media"):
         data = load_image_classification(ImageDataArgs(train_dir=str(root / "train"), validation_dir=str(root / "validation")))
     assert data.report["train_bad_images_skipped"] == len(bad) == 5
     assert data.report["train_images"] == 8 and data.report["validation_bad_images_skipped"] == 0
@@ -112,7 +112,7 @@ def test_a_split_with_no_usable_image_is_an_error(tmp_path):
         write_bad_images(tmp_path / "validation" / label)
         for path in (tmp_path / "validation" / label).iterdir():
             path.rename(path.with_name(f"{label}_{path.name}"))
-    with pytest.raises(HfTransferError, match=r"the validation split has no usable images: all 10 were skipped"):
+    with pytest.raises(HfTransferError, match=r"the validation split has no usable images: all 10 images were skipped"):
         load_image_classification(ImageDataArgs(train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "validation")))
 
 

@@ -2,7 +2,8 @@
 
 Sources: a Hub dataset with an audio column (cast to `Audio(decode=False)`, so `datasets` never needs
 torchcodec), a csv/jsonl/tsv/parquet table of paths (relative paths resolve against the table's folder),
-or a folder holding one subfolder per label.
+or a folder holding one subfolder per label; reading them, the held-out split, the subsets and the bad-file report
+are the media layer's (`hf_transfer.data.media`, shared with images).
 
 Every clip is checked before training with `soundfile.info` (header only, no decoding): unreadable, empty
 or too-short clips are skipped with a count and their paths in the log (or are an error with
@@ -20,23 +21,23 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from hf_transfer.data.audio_io import add_noise, probe, read_audio
-from hf_transfer.data.io import (
-    SPLITS,
-    check_media_sources,
-    check_not_empty,
+from hf_transfer.data.labels import LABEL_COLUMNS
+from hf_transfer.data.media import (
+    LabelledMedia,
+    MediaDataArgs,
+    Medium,
+    check_every_split,
     describe,
-    media_splits,
-    read_file,
+    load_labelled_splits,
+    nothing_usable_error,
+    report_bad_files,
 )
-from hf_transfer.data.labels import LABEL_COLUMNS, LabelMaps, encode_labels
 from hf_transfer.data.randomness import WorkerRandom
-from hf_transfer.data.splits import hold_out_validation, subsample
 from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
@@ -44,13 +45,14 @@ logger = logging.getLogger(__name__)
 AUDIO_COLUMNS = ("audio", "file", "path", "audio_path", "audio_file", "filename", "wav")
 # What soundfile's bundled libsndfile decodes without system libraries (MP3 since libsndfile 1.1).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
-_LISTED_PATHS = 20  # skipped files named one per log line; beyond this only counted
+AUDIO = Medium(column="audio", item="clip", content="audio", feature="Audio", columns=AUDIO_COLUMNS, suffixes=AUDIO_SUFFIXES)
 
 
 @dataclass
-class AudioDataArgs:
+class AudioDataArgs(MediaDataArgs):
+    medium = AUDIO
+
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (or a local dataset folder) with an audio column."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
     train_split_name: str = field(default="train", metadata={"help": "Hub dataset: the training split."})
     validation_split_name: str = field(
         default="validation", metadata={"help": "Hub dataset: the validation split (held out from train when absent)."}
@@ -61,11 +63,7 @@ class AudioDataArgs:
         metadata={"help": "Local table (csv, tsv, json, jsonl, parquet) with an audio path column; relative paths "
                   "resolve against the table's folder."},
     )
-    validation_file: str | None = field(default=None, metadata={"help": "Local validation table (same formats)."})
-    test_file: str | None = field(default=None, metadata={"help": "Local test table, evaluated once after training."})
     train_dir: str | None = field(default=None, metadata={"help": "Local folder with one subfolder of clips per label."})
-    validation_dir: str | None = field(default=None, metadata={"help": "Validation folder, one subfolder per label."})
-    test_dir: str | None = field(default=None, metadata={"help": "Test folder, one subfolder per label."})
     audio_column: str | None = field(
         default=None, metadata={"help": f"Audio column (default: an Audio feature, else the first of {', '.join(AUDIO_COLUMNS)})."}
     )
@@ -80,10 +78,6 @@ class AudioDataArgs:
         metadata={"help": "Unreadable, empty or missing audio files: 'skip' (count and paths logged) or 'error'.",
                   "choices": ("skip", "error")},
     )
-    validation_split_percentage: int = field(
-        default=10, metadata={"help": "Without a validation split, hold out this share of train (stratified by label)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
     max_train_samples_per_class: int | None = field(
         default=None,
         metadata={"help": "Audio classification: train on a random subset with at most this many clips of each label (few-shot)."},
@@ -91,18 +85,12 @@ class AudioDataArgs:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N clips of each split."})
 
     def __post_init__(self) -> None:
-        check_media_sources(self, "clips")
+        super().__post_init__()
         if self.max_duration_seconds is not None and self.max_duration_seconds <= 0:
             raise HfTransferError(f"--max_duration_seconds must be > 0, got {self.max_duration_seconds}")
-        if not 0 < self.validation_split_percentage < 100:
-            raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
-        if self.max_train_samples is not None and self.max_train_samples_per_class is not None:
-            raise HfTransferError("give --max_train_samples or --max_train_samples_per_class, not both")
 
-    def require_source(self) -> None:
-        """Checked at load time, not on parse, so a config file can hold the run and the data come as flags."""
-        if not (self.dataset_name or self.train_file or self.train_dir):
-            raise HfTransferError("no training data: pass --dataset_name, --train_file (a table of paths) or --train_dir (a folder per label)")
+    def hub_split_names(self) -> dict[str, str]:
+        return {"train": self.train_split_name, "validation": self.validation_split_name, "test": self.test_split_name}
 
 
 @dataclass
@@ -131,92 +119,6 @@ class AudioAugmentArgs:
                 raise HfTransferError("--noise_probability needs --noise_snr_db")
             if not 0 <= self.noise_probability <= 1:
                 raise HfTransferError(f"--noise_probability must be in [0, 1], got {self.noise_probability}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Sources: Hub, tables of paths, folders per label
-# ---------------------------------------------------------------------------------------------------------
-
-def _load_hub(args: AudioDataArgs) -> dict:
-    from datasets import get_dataset_split_names, load_dataset
-
-    names = {"train": args.train_split_name, "validation": args.validation_split_name, "test": args.test_split_name}
-    try:
-        available = get_dataset_split_names(args.dataset_name, args.dataset_config_name)
-        if names["train"] not in available:
-            raise HfTransferError(
-                f"dataset '{args.dataset_name}' has no '{names['train']}' split (it has: {', '.join(available)}); "
-                "name it with --train_split_name"
-            )
-        # Split by split, so a corpus with hundreds of hours in other splits is not downloaded for nothing.
-        return {split: load_dataset(args.dataset_name, args.dataset_config_name, split=name)
-                for split, name in names.items() if name in available}
-    except HfTransferError:
-        raise
-    except Exception as error:  # datasets and the Hub client raise many types
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise HfTransferError(f"cannot load dataset '{args.dataset_name}': {message}") from error
-
-
-def _scan_label_folders(root: str, split: str):
-    from datasets import Dataset
-
-    paths, labels = [], []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        for clip in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
-            paths.append(str(clip))
-            labels.append(folder.name)
-    if not paths:
-        raise HfTransferError(
-            f"the {split} split is empty: {root} has no label subfolders with audio files ({', '.join(AUDIO_SUFFIXES)})"
-        )
-    return Dataset.from_dict({"audio": paths, "label": labels})
-
-
-def load_audio_splits(args: AudioDataArgs, target: str | None, candidates: tuple[str, ...], option: str, what: str, folders_give: str | None):
-    """The raw splits as a DatasetDict with two columns, `audio` (path or {bytes, path}) and `target`.
-
-    `target`/`candidates`/`option`/`what` name the label or transcript column as in `io.pick_column`;
-    `folders_give` is the column a folder-per-label source provides (None: folders are not a valid source).
-    """
-    from datasets import Audio  # its feature stays undecoded: no torchcodec needed
-
-    args.require_source()
-    if args.dataset_name:
-        raw = _load_hub(args)
-    else:
-        raw = {}
-        for split in SPLITS:
-            file, folder = getattr(args, f"{split}_file"), getattr(args, f"{split}_dir")
-            if folder:
-                if folders_give is None:
-                    raise HfTransferError(
-                        f"--{split}_dir gives labels from folder names, not {what}s; use --{split}_file with a {what} column"
-                    )
-                raw[split] = _scan_label_folders(folder, split)
-            elif file:
-                raw[split] = read_file(file, split)
-
-    check_not_empty(raw, what="clip")
-    return media_splits(raw, args, media="audio", feature=Audio, media_columns=AUDIO_COLUMNS, target=target,
-                        target_columns=candidates, target_option=option, target_what=what, folders_give=folders_give)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Held-out validation and subsets (label ids come from labels.encode_labels)
-# ---------------------------------------------------------------------------------------------------------
-
-def hold_out_and_subsample(data, args: AudioDataArgs, seed: int, labelled: bool = True):
-    """A validation split from train when none is given (stratified by label when `labelled`), then the --max_* subsets."""
-    if not labelled and args.max_train_samples_per_class is not None:
-        raise HfTransferError(
-            "--max_train_samples_per_class needs class labels, and transcribed speech has none; use --max_train_samples"
-        )
-    data = hold_out_validation(data, args.validation_split_percentage, seed, stratify=labelled, what="clip")
-    return subsample(
-        data, seed, args.max_train_samples, args.max_train_samples_per_class, args.max_eval_samples,
-        eval_splits=("validation", "test"),
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -252,66 +154,39 @@ def check_audio(dataset, split: str, args: AudioDataArgs, sampling_rate: int, mi
                     lengths.append(samples)
             index += 1
 
+    report_bad_files(bad, split, AUDIO, args.on_bad_audio)
     if bad:
-        listing = "; ".join(f"{path}: {reason}" for path, reason in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-        if args.on_bad_audio == "error":
-            raise HfTransferError(
-                f"{len(bad)} unusable audio file(s) in the {split} split: {listing}; fix or remove them, or pass --on_bad_audio skip"
-            )
         counts["bad_audio_skipped"] = len(bad)
-        logger.warning("skipped %d unusable audio file(s) in the %s split (--on_bad_audio skip):", len(bad), split)
-        for path, reason in bad[:_LISTED_PATHS]:
-            logger.warning("  skipped %s: %s", path, reason)
-        if len(bad) > _LISTED_PATHS:
-            logger.warning("  ... and %d more", len(bad) - _LISTED_PATHS)
     for what, n in counts.items():
         if what != "bad_audio_skipped":
             logger.warning("%s split: %d clip(s) %s (--max_duration_seconds %s, receptive field %d samples)",
                            split, n, what.replace("_", " "), args.max_duration_seconds, min_samples)
     if not keep:
-        reasons = Counter(reason for _, reason in bad)
-        reasons.update({k.replace("_", " "): v for k, v in counts.items() if k != "bad_audio_skipped" and k != "too_long_cut"})
-        example = f" (e.g. {bad[0][0]}: {bad[0][1]})" if bad else ""
-        raise HfTransferError(
-            f"the {split} split has no usable audio: all {index} clips were skipped "
-            f"({', '.join(f'{n} {r}' for r, n in reasons.items())}){example}"
-        )
+        skipped = Counter({k.replace("_", " "): v for k, v in counts.items() if k not in ("bad_audio_skipped", "too_long_cut")})
+        raise nothing_usable_error(split, AUDIO, index, bad, skipped)
     checked = dataset.select(keep) if len(keep) < len(dataset) else dataset
     return checked.add_column("length", lengths), counts
 
 
 def check_splits(data, args: AudioDataArgs, sampling_rate: int, min_samples: int):
     """`check_audio` on every split; the training split is marked for augmentation. Returns (data, report)."""
-    from datasets import DatasetDict
 
-    checked, report = {}, {}
-    for split, dataset in data.items():
-        checked[split], counts = check_audio(dataset, split, args, sampling_rate, min_samples)
-        report.update({f"{split}_{what}": n for what, n in counts.items()})
-        report[f"{split}_clips"] = len(checked[split])
-        report[f"{split}_hours"] = round(sum(checked[split]["length"]) / sampling_rate / 3600, 4)
-    # The collator decodes every split; this flag is how it tells training rows (random crop, augmentation)
-    # from evaluation rows, since the Trainer hands one collator all of them.
-    checked["train"] = checked["train"].add_column("augment", [True] * len(checked["train"]))
-    return DatasetDict(checked), report
+    def check(dataset, split):
+        checked, counts = check_audio(dataset, split, args, sampling_rate, min_samples)
+        hours = round(sum(checked["length"]) / sampling_rate / 3600, 4)
+        return checked, {**{f"{split}_{what}": n for what, n in counts.items()}, f"{split}_clips": len(checked), f"{split}_hours": hours}
 
-
-@dataclass
-class AudioClassificationData(LabelMaps):
-    datasets: object  # DatasetDict: audio, labels, length (+ augment in train)
-    label_names: list[str]
-    report: dict  # clips, hours and skip counts per split
+    return check_every_split(data, check)
 
 
 def load_audio_classification(
     args: AudioDataArgs, label_args: AudioLabelArgs, sampling_rate: int, min_samples: int, seed: int = 42
-) -> AudioClassificationData:
-    """Load, label and check an audio classification data set; cheap checks (columns, labels) come first."""
-    raw = load_audio_splits(args, label_args.label_column, LABEL_COLUMNS, "label_column", "label", folders_give="label")
-    data, names = encode_labels(raw, "target", label_args.class_names, what="clip")
-    data = hold_out_and_subsample(data, args, seed, labelled=True)
+) -> LabelledMedia:
+    """Load, label and check an audio classification data set (columns audio, labels, length; + augment in train);
+    cheap checks (columns, labels) come first. The report gives clips, hours and skip counts per split."""
+    data, names = load_labelled_splits(args, label_args.label_column, label_args.class_names, seed)
     data, report = check_splits(data, args, sampling_rate, min_samples)
-    return AudioClassificationData(data, names, report)
+    return LabelledMedia(data, names, report)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -400,8 +275,6 @@ class WhisperCollator:
         return self.audio.inputs_vary_per_epoch
 
     def __call__(self, rows: list[dict]) -> dict:
-        from hf_transfer.data.audio import pad_labels
-
         waveforms = [self.audio.waveform(row) for row in rows]
         batch = self.feature_extractor(waveforms, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="pt",
                                        padding="max_length", truncation=True)

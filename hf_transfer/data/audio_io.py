@@ -13,7 +13,7 @@ import numpy as np
 import soundfile
 import torch
 
-from hf_transfer.data.io import open_target
+from hf_transfer.data.media import open_target
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 Sources: a folder holding one subfolder of images per label; a csv/jsonl/tsv/parquet table of image paths
 (relative paths resolve against the table's folder) with a label column; or a Hub dataset (or a local
-dataset folder) with an image column, cast to `Image(decode=False)` so rows stay bytes or paths. Columns,
-labels, the held-out validation split and the --max_* subsets come from the shared data layer (io, labels,
-splits).
+dataset folder) with an image column, cast to `Image(decode=False)` so rows stay bytes or paths. Reading them,
+the held-out validation split, the --max_* subsets and the bad-file report are the media layer's
+(`hf_transfer.data.media`, shared with audio).
 
 Images as they really come: grayscale, palette, RGBA/LA (composited on white, not on black), CMYK, 16-bit
 grayscale (scaled, not clipped to white) all become RGB, and the EXIF orientation is applied. Every image is
@@ -26,7 +26,6 @@ import io
 import logging
 import math
 import os
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,19 +33,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_transfer.data.io import (
-    SPLITS,
-    check_media_sources,
-    check_not_empty,
+from hf_transfer.data.labels import LABEL_COLUMNS
+from hf_transfer.data.media import (
+    LabelledMedia,
+    MediaDataArgs,
+    Medium,
+    check_every_split,
     describe,
-    media_splits,
+    load_labelled_splits,
+    nothing_usable_error,
     open_target,
-    read_file,
-    read_splits,
+    report_bad_files,
 )
-from hf_transfer.data.labels import LABEL_COLUMNS, LabelMaps, encode_labels
 from hf_transfer.data.randomness import WorkerRandom
-from hf_transfer.data.splits import hold_out_validation, subsample
 from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
@@ -54,25 +53,23 @@ logger = logging.getLogger(__name__)
 IMAGE_COLUMNS = ("image", "img", "image_path", "image_file", "path", "file", "filename", "filepath")
 # What Pillow decodes without extra plugins; a folder's other files (notes, csv) are not images and are ignored.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif")
-_LISTED_PATHS = 20  # skipped files named one per log line; beyond this only counted
+IMAGE = Medium(column="image", item="image", content="images", feature="Image", columns=IMAGE_COLUMNS, suffixes=IMAGE_SUFFIXES)
 _CHECK_THREADS = min(8, os.cpu_count() or 1)  # Pillow releases the GIL while decoding
 _WHITE = (255, 255, 255)
 
 
 @dataclass
-class ImageDataArgs:
+class ImageDataArgs(MediaDataArgs):
+    medium = IMAGE
+
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (or a local dataset folder) with an image column."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
     train_dir: str | None = field(default=None, metadata={"help": "Local folder with one subfolder of images per label."})
-    validation_dir: str | None = field(default=None, metadata={"help": "Validation folder, one subfolder per label."})
     test_dir: str | None = field(default=None, metadata={"help": "Test folder, one subfolder per label, evaluated once after training."})
     train_file: str | None = field(
         default=None,
         metadata={"help": "Local table (csv, tsv, json, jsonl, parquet) of image paths with labels; relative paths "
                   "resolve against the table's folder."},
     )
-    validation_file: str | None = field(default=None, metadata={"help": "Local validation table (same formats)."})
-    test_file: str | None = field(default=None, metadata={"help": "Local test table, evaluated once after training."})
     image_column: str | None = field(
         default=None, metadata={"help": f"Image column (default: an Image feature, else the first of {', '.join(IMAGE_COLUMNS)})."}
     )
@@ -85,27 +82,10 @@ class ImageDataArgs:
         metadata={"help": "Missing, empty, truncated or non-image files: 'skip' (count and paths logged) or 'error'.",
                   "choices": ("skip", "error")},
     )
-    validation_split_percentage: int = field(
-        default=10, metadata={"help": "Without a validation split, hold out this share of train (stratified by label)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
     max_train_samples_per_class: int | None = field(
         default=None, metadata={"help": "Train on a random subset with at most this many images of each label (few-shot)."}
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N images of each split."})
-
-    def __post_init__(self) -> None:
-        check_media_sources(self, "images")
-        if not 0 < self.validation_split_percentage < 100:
-            raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
-        if self.max_train_samples is not None and self.max_train_samples_per_class is not None:
-            raise HfTransferError("give --max_train_samples or --max_train_samples_per_class, not both")
-
-    def require_source(self) -> None:
-        """Checked at load time, not on parse, so a config file can hold the run and the data come as flags."""
-        if not (self.dataset_name or self.train_file or self.train_dir):
-            raise HfTransferError("no training data: pass --train_dir (a folder per label), --train_file (a table of "
-                                  "image paths) or --dataset_name")
 
 
 @dataclass
@@ -193,52 +173,6 @@ def probe(source) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Sources: folders per label, tables of paths, Hub datasets
-# ---------------------------------------------------------------------------------------------------------
-
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def _scan_label_folders(root: str, split: str):
-    from datasets import Dataset
-
-    paths, labels = [], []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for image in sorted(p for p in folder.rglob("*") if _is_image_file(p)):
-            paths.append(str(image))
-            labels.append(folder.name)
-    if not paths:
-        loose = sum(1 for p in Path(root).iterdir() if _is_image_file(p))
-        hint = f" ({loose} images lie directly in it: put them in a subfolder named after their label)" if loose else ""
-        raise HfTransferError(
-            f"the {split} split is empty: {root} has no label subfolders with image files{hint}; image files end in "
-            f"{', '.join(IMAGE_SUFFIXES[:5])}..."
-        )
-    return Dataset.from_dict({"image": paths, "label": labels})
-
-
-def load_image_splits(args: ImageDataArgs):
-    """The raw splits as a DatasetDict with two columns, `image` (a path, or {bytes, path}) and `target` (the label)."""
-    from datasets import Image
-
-    args.require_source()
-    if args.dataset_name:
-        raw = dict(read_splits(args.dataset_name, args.dataset_config_name, {}))
-    else:
-        raw = {}
-        for split in SPLITS:
-            file, folder = getattr(args, f"{split}_file"), getattr(args, f"{split}_dir")
-            if folder:
-                raw[split] = _scan_label_folders(folder, split)
-            elif file:
-                raw[split] = read_file(file, split)
-    check_not_empty(raw, what="image")
-    return media_splits(raw, args, media="image", feature=Image, media_columns=IMAGE_COLUMNS, target=args.label_column,
-                        target_columns=LABEL_COLUMNS, target_option="label_column", target_what="label", folders_give="label")
-
-
-# ---------------------------------------------------------------------------------------------------------
 # The up-front check
 # ---------------------------------------------------------------------------------------------------------
 
@@ -254,58 +188,29 @@ def check_images(dataset, split: str, on_bad_image: str = "skip"):
             found = list(pool.map(probe, batch["image"]))
             bad += [(describe(s), r) for s, r in zip(batch["image"], found) if r is not None]
             reasons += found
-    if bad:
-        listing = "; ".join(f"{path}: {reason}" for path, reason in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-        if on_bad_image == "error":
-            raise HfTransferError(
-                f"{len(bad)} unusable image file(s) in the {split} split: {listing}; fix or remove them, or pass --on_bad_image skip"
-            )
-        logger.warning("skipped %d unusable image file(s) in the %s split (--on_bad_image skip):", len(bad), split)
-        for path, reason in bad[:_LISTED_PATHS]:
-            logger.warning("  skipped %s: %s", path, reason)
-        if len(bad) > _LISTED_PATHS:
-            logger.warning("  ... and %d more", len(bad) - _LISTED_PATHS)
+    report_bad_files(bad, split, IMAGE, on_bad_image)
     keep = [i for i, r in enumerate(reasons) if r is None]
     if not keep:
-        counts = Counter(reason.split(" (")[0] for _, reason in bad)
-        raise HfTransferError(
-            f"the {split} split has no usable images: all {len(reasons)} were skipped "
-            f"({', '.join(f'{n} {r}' for r, n in counts.items())}) (e.g. {bad[0][0]}: {bad[0][1]})"
-        )
+        raise nothing_usable_error(split, IMAGE, len(reasons), bad)
     return (dataset.select(keep) if len(keep) < len(dataset) else dataset), len(bad)
 
 
 def check_splits(data, on_bad_image: str = "skip"):
     """`check_images` on every split; the training split is marked for augmentation. Returns (data, report)."""
-    from datasets import DatasetDict
 
-    checked, report = {}, {}
-    for split, dataset in data.items():
-        checked[split], skipped = check_images(dataset, split, on_bad_image)
-        report[f"{split}_images"] = len(checked[split])
-        report[f"{split}_bad_images_skipped"] = skipped
-    # The Trainer hands one collator every split: this flag is how it tells training rows (augmented) from others.
-    # `hf_transfer.evidence.features.embed` drops it, so frozen features are of the images as they are.
-    checked["train"] = checked["train"].add_column("augment", [True] * len(checked["train"]))
-    return DatasetDict(checked), report
+    def check(dataset, split):
+        checked, skipped = check_images(dataset, split, on_bad_image)
+        return checked, {f"{split}_images": len(checked), f"{split}_bad_images_skipped": skipped}
+
+    return check_every_split(data, check)
 
 
-@dataclass
-class ImageClassificationData(LabelMaps):
-    datasets: object  # DatasetDict: image, labels (+ augment in train)
-    label_names: list[str]
-    report: dict  # images and skipped files per split
-
-
-def load_image_classification(args: ImageDataArgs, seed: int = 42) -> ImageClassificationData:
-    """Load, label and check an image classification data set; cheap checks (columns, labels) come first."""
-    raw = load_image_splits(args)
-    data, names = encode_labels(raw, "target", args.class_names, what="image")
-    data = hold_out_validation(data, args.validation_split_percentage, seed, stratify=True, what="image")
-    data = subsample(data, seed, args.max_train_samples, args.max_train_samples_per_class, args.max_eval_samples,
-                     eval_splits=("validation", "test"))
+def load_image_classification(args: ImageDataArgs, seed: int = 42) -> LabelledMedia:
+    """Load, label and check an image classification data set (columns image, labels; + augment in train); cheap
+    checks (columns, labels) come first. The report gives images kept and files skipped per split."""
+    data, names = load_labelled_splits(args, args.label_column, args.class_names, seed)
     data, report = check_splits(data, args.on_bad_image)
-    return ImageClassificationData(data, names, report)
+    return LabelledMedia(data, names, report)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -419,17 +324,3 @@ class ImageCollator:
         if "labels" in rows[0]:
             batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=torch.long)
         return batch
-
-
-def check_training_args(train_args) -> None:
-    """Options that cannot work with images decoded in the collator."""
-    if train_args.remove_unused_columns:
-        raise HfTransferError(
-            "the image recipe decodes images in the collator, which needs the raw columns: pass --remove_unused_columns false"
-        )
-    if getattr(train_args, "train_sampling_strategy", None) == "group_by_length":
-        raise HfTransferError("--train_sampling_strategy group_by_length groups texts or clips by length; images have "
-                              "none: use random")
-
-
-

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
 from pathlib import Path
 
 from hf_transfer.errors import HfTransferError
@@ -136,90 +134,3 @@ def require_columns(data, needed: list[str | None]) -> None:
             raise HfTransferError(
                 f"the {split} split has no column {', '.join(missing)}; its columns are: {', '.join(dataset.column_names)}"
             )
-
-
-# --- media referenced by rows (audio clips, images): a path, or the bytes a Hub dataset embeds ---
-def open_target(source):
-    """What a decoder (soundfile, Pillow) opens for a row's media value: a path, or the bytes a Hub dataset embeds."""
-    if isinstance(source, dict):
-        if source.get("bytes"):
-            return io.BytesIO(source["bytes"])
-        source = source.get("path")
-    return source
-
-
-def describe(source) -> str:
-    """The row's media as a user recognises it in a log line: its path."""
-    if isinstance(source, dict):
-        return str(source.get("path") or "<embedded bytes>")
-    return str(source)
-
-
-def check_media_sources(args, noun: str) -> None:
-    """The source options of a media task (a Hub dataset, or per split a table `--<split>_file` or a folder per label
-    `--<split>_dir`): empty values unset, contradictions and missing paths one line each. `noun`: "clips", "images"."""
-    for split in SPLITS:  # an empty value (`--validation_file ""`) unsets a path a config file gave
-        for kind in ("file", "dir"):
-            if getattr(args, f"{split}_{kind}") == "":
-                setattr(args, f"{split}_{kind}", None)
-    local = [o for o in ("train_file", "train_dir") if getattr(args, o)]
-    if args.dataset_name and local:
-        raise HfTransferError(f"give either --dataset_name or --{local[0]}, not both")
-    if len(local) > 1:
-        raise HfTransferError("give either --train_file or --train_dir, not both")
-    for split in SPLITS:
-        file, folder = getattr(args, f"{split}_file"), getattr(args, f"{split}_dir")
-        if file and folder:
-            raise HfTransferError(f"give either --{split}_file or --{split}_dir, not both")
-        if (file or folder) and args.dataset_name:
-            raise HfTransferError(f"--{split}_{'file' if file else 'dir'} cannot be combined with --dataset_name")
-        check_files({f"{split}_file": file})
-        if folder and not Path(folder).is_dir():
-            raise HfTransferError(f"--{split}_dir {folder} does not exist (a folder with one subfolder of {noun} per label)")
-    if (args.validation_file or args.validation_dir or args.test_file or args.test_dir) and not local:
-        raise HfTransferError("--validation_*/--test_* need --train_file or --train_dir")
-
-
-def media_splits(raw: dict, args, *, media: str, feature: type, media_columns: tuple[str, ...], target: str | None,
-                 target_columns: tuple[str, ...], target_option: str, target_what: str, folders_give: str | None):
-    """Each raw split of a media task (audio clips, images) as two columns: `media` (a path, or a typed Hub feature's
-    {bytes, path}, left undecoded: the collator decodes) and `target` (the label or transcript).
-
-    The media column is `--<media>_column`, else the first column of the `feature` type (datasets' Audio, Image), else
-    the first of `media_columns`; `target`/`target_columns`/`target_option`/`target_what` name the target column as in
-    `pick_column`, and a folder-per-label split gives it as `folders_give`. Relative paths in a table point next to
-    the table, wherever the command runs from."""
-    from datasets import DatasetDict
-
-    prepared = {}
-    for split, dataset in raw.items():
-        asked = getattr(args, f"{media}_column")
-        typed = [name for name, kind in dataset.features.items() if isinstance(kind, feature)]
-        media_col = typed[0] if asked is None and typed else pick_column(
-            dataset.column_names, asked, media_columns, f"{media}_column", media)
-        target_col = folders_give if getattr(args, f"{split}_dir", None) else target
-        target_col = pick_column(dataset.column_names, target_col, target_columns, target_option, target_what)
-        dataset = dataset.select_columns([media_col, target_col])
-        if isinstance(dataset.features[media_col], feature):
-            dataset = dataset.cast_column(media_col, feature(decode=False))
-        elif getattr(args, f"{split}_file", None):
-            dataset = _resolve_paths(dataset, media_col, getattr(args, f"{split}_file"))
-        renames = {media_col: media, target_col: "target"}
-        prepared[split] = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
-    return DatasetDict(prepared)
-
-
-def _resolve_paths(dataset, column: str, table: str):
-    base = Path(table).resolve().parent
-
-    def resolve(value):
-        if not isinstance(value, str) or not value:
-            return value
-        path = Path(value).expanduser()
-        # normpath: "tables/../images/a.png" is logged as the file's own path when it is skipped.
-        return os.path.normpath(path if path.is_absolute() else base / path)
-
-    return dataset.remove_columns(column).add_column(column, [resolve(v) for v in dataset[column]])
-
-
-

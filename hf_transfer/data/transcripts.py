@@ -1,4 +1,5 @@
-"""Transcripts for speech recognition: normalisation, a character vocabulary and its CTC tokenizer, and the checked data."""
+"""Transcripts for speech recognition: normalisation, the transcribed clips both recipes (CTC, Whisper) load, a
+character vocabulary and its CTC tokenizer, and the checked CTC data."""
 from __future__ import annotations
 
 import json
@@ -10,12 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from hf_transfer.data.audio import (
-    AudioDataArgs,
-    check_splits,
-    hold_out_and_subsample,
-    load_audio_splits,
-)
+from hf_transfer.data.audio import AudioDataArgs, check_splits
+from hf_transfer.data.media import hold_out_and_subsample, load_media_splits
 from hf_transfer.errors import HfTransferError
 from hf_transfer.models.speech import output_frames
 
@@ -119,6 +116,41 @@ def _case_hint(counts: Counter, tokenizer) -> str:
     return ""
 
 
+def load_transcribed_splits(args: AudioDataArgs, text_args: TranscriptArgs, seed: int = 42):
+    """The clips and their normalised transcripts (columns `audio`, `text`), with the held-out validation split and
+    the --max_* subsets: what both speech recognition recipes (CTC, Whisper) tokenise and train on.
+
+    Every clip needs a transcript that normalisation leaves non-empty: a clip paired with no text teaches the model
+    that speech transcribes to nothing, so a missing, blank or (once punctuation is stripped) empty transcript is an
+    error naming the split and how many clips have one.
+    """
+    from datasets import DatasetDict
+
+    if args.max_train_samples_per_class is not None:
+        raise HfTransferError(
+            "--max_train_samples_per_class needs class labels, and transcribed speech has none; use --max_train_samples"
+        )
+    raw = load_media_splits(args, text_args.text_column, TEXT_COLUMNS, "text_column", "transcript", folders_give=None)
+    normalised = {}
+    for split, dataset in raw.items():
+        written = list(dataset["target"])  # datasets 5 returns a lazy Column; read it once
+        texts = [normalize_transcript(t, text_args) if isinstance(t, str) else "" for t in written]
+        _check_transcripts(split, written, texts)
+        normalised[split] = dataset.remove_columns("target").add_column("text", texts)
+    return hold_out_and_subsample(DatasetDict(normalised), args, seed, stratify=False)
+
+
+def _check_transcripts(split: str, written: list, normalised: list[str]) -> None:
+    empty = [text for text, kept in zip(written, normalised) if not kept]
+    if not empty:
+        return
+    # Normalisation empties a written transcript only by stripping punctuation: all it had was punctuation.
+    stripped = [text for text in empty if isinstance(text, str) and text.strip()]
+    how = f" ({len(stripped)} of them only punctuation, e.g. {stripped[0]!r}, which --strip_punctuation deletes)" if stripped else ""
+    raise HfTransferError(f"{len(empty)} clips of the {split} split have no transcript{how}; fill or remove them"
+                          + (", or pass --strip_punctuation false" if stripped else ""))
+
+
 @dataclass
 class SpeechRecognitionData:
     datasets: object  # DatasetDict: audio, text, labels (token ids), length (+ augment in train)
@@ -136,20 +168,9 @@ def load_speech_recognition(
     or from --tokenizer_name_or_path; then training transcripts outside it are an error, and characters
     outside it in evaluation transcripts are a warning (they can only count as errors).
     """
-    from datasets import DatasetDict
-
     if args.long_audio == "cut":
         raise HfTransferError("--long_audio cut would cut transcribed speech away from its transcript; use --long_audio skip")
-    raw = load_audio_splits(args, text_args.text_column, TEXT_COLUMNS, "text_column", "transcript", folders_give=None)
-    normalised = {}
-    for split, dataset in raw.items():
-        texts = list(dataset["target"])  # datasets 5 returns a lazy Column; read it once
-        missing = sum(not isinstance(t, str) for t in texts)
-        if missing:
-            raise HfTransferError(f"{missing} clips of the {split} split have no transcript; fill or remove them")
-        texts = [normalize_transcript(t, text_args) for t in texts]
-        normalised[split] = dataset.remove_columns("target").add_column("text", texts)
-    data = hold_out_and_subsample(DatasetDict(normalised), args, seed, labelled=False)
+    data = load_transcribed_splits(args, text_args, seed)
 
     if text_args.tokenizer_name_or_path:
         tokenizer = load_ctc_tokenizer(text_args.tokenizer_name_or_path, load_kwargs or {})

@@ -134,15 +134,22 @@ def build_audio_model(args, data):
 def prepare_audio_model(model, args):
     """wav2vec2 family: freeze its conv feature encoder. Whisper: the same option freezes its conv stem (conv1, conv2);
     its position table is always frozen. Strategies only ever train what was trainable before them."""
+    if not is_whisper(model.config):
+        return prepare_speech_model(model, args)
+    return prepare_whisper_model(model, args)
+
+
+def prepare_whisper_model(model, args: Args):
+    """Any Whisper model (a classifier, or the whole encoder-decoder): the encoder's sinusoidal position table stays
+    frozen, as in transformers' Whisper, under every strategy (the decoder's positions are learned and train);
+    --freeze_feature_encoder freezes the conv stem (conv1, conv2). Then the strategy."""
     from hf_transfer.models.speech import SpeechModelArgs
     from hf_transfer.strategies import apply_strategy
 
-    if not is_whisper(model.config):
-        return prepare_speech_model(model, args)
-    # The sinusoidal position table is frozen in transformers' Whisper and stays so under every strategy.
-    model.encoder.embed_positions.requires_grad_(False)
+    encoder = model.get_encoder()
+    encoder.embed_positions.requires_grad_(False)
     if args[SpeechModelArgs].freeze_feature_encoder:
-        for conv in (model.encoder.conv1, model.encoder.conv2):
+        for conv in (encoder.conv1, encoder.conv2):
             conv.requires_grad_(False)
     return apply_strategy(model, args.strategy)
 

@@ -9,6 +9,17 @@ from hf_transfer.run.task import Args, TaskData
 FIXED_SIZE_IMAGE_MODELS = ("vit", "deit", "vit_msn", "vit_mae")
 
 
+def check_training_args(train_args) -> None:
+    """Options that cannot work with images decoded in the collator."""
+    if train_args.remove_unused_columns:
+        raise HfTransferError(
+            "the image recipe decodes images in the collator, which needs the raw columns: pass --remove_unused_columns false"
+        )
+    if getattr(train_args, "train_sampling_strategy", None) == "group_by_length":
+        raise HfTransferError("--train_sampling_strategy group_by_length groups texts or clips by length; images have "
+                              "none: use random")
+
+
 def load_image_classification_task(args: Args) -> TaskData:
     """Image classification: the checkpoint's own image processor (size, normalisation), images checked up front and
     decoded, augmented and processed lazily in the collator."""
@@ -18,7 +29,6 @@ def load_image_classification_task(args: Args) -> TaskData:
         ImageAugmentArgs,
         ImageCollator,
         ImageDataArgs,
-        check_training_args,
         load_image_classification,
         processor_output_size,
     )

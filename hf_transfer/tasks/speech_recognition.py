@@ -15,6 +15,7 @@ from hf_transfer.models.whisper import (
 from hf_transfer.run.task import Args, TaskData
 from hf_transfer.tasks.audio_classification import (
     audio_collator,
+    prepare_whisper_model,
     speech_setup,
 )
 
@@ -72,7 +73,6 @@ def load_whisper_recognition_task(args):
     """Whisper speech recognition: transcripts tokenised by the checkpoint's own tokenizer (its prefix tokens, the
     decoder's start token removed: the model prepends it when it shifts the labels), log-mel features in the
     checkpoint's window (30 s: the decoder was trained on it), WER/CER of generated text."""
-    from datasets import DatasetDict
     from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperProcessor
 
     from hf_transfer.data.audio import (
@@ -80,14 +80,8 @@ def load_whisper_recognition_task(args):
         AudioCollator,
         AudioDataArgs,
         WhisperCollator,
-        hold_out_and_subsample,
-        load_audio_splits,
     )
-    from hf_transfer.data.transcripts import (
-        TEXT_COLUMNS,
-        TranscriptArgs,
-        normalize_transcript,
-    )
+    from hf_transfer.data.transcripts import TranscriptArgs, load_transcribed_splits
     from hf_transfer.metrics.speech import WhisperRecognitionMetrics
     from hf_transfer.models.loading import load_config
     from hf_transfer.models.speech import check_training_args
@@ -110,20 +104,14 @@ def load_whisper_recognition_task(args):
     data_args, text_args = args[AudioDataArgs], args[TranscriptArgs]
     positions = window_positions(config, args[WhisperArgs].whisper_window_seconds)
     windowed_feature_extractor(feature_extractor, positions)
-    raw = load_audio_splits(data_args, text_args.text_column, TEXT_COLUMNS, "text_column", "transcript", folders_give=None)
-    splits = {}
-    for split, dataset in raw.items():
-        texts = list(dataset["target"])
-        if any(not isinstance(t, str) or not t.strip() for t in texts):
-            raise HfTransferError(f"clips of the {split} split have no transcript; fill or remove them")
-        texts = [normalize_transcript(t, text_args) for t in texts]
-        start = config.decoder_start_token_id
-        labels = [ids[1:] if ids and ids[0] == start else ids for ids in tokenizer(texts).input_ids]
-        too_long = max(len(ids) for ids in labels)
-        if too_long > config.max_target_positions:
-            raise HfTransferError(f"a {split} transcript is {too_long} tokens; Whisper's decoder takes {config.max_target_positions}")
-        splits[split] = dataset.remove_columns("target").add_column("text", texts).add_column("labels", labels)
-    data = hold_out_and_subsample(DatasetDict(splits), data_args, args.training.seed, labelled=False)
+    data = load_transcribed_splits(data_args, text_args, args.training.seed)
+    start = config.decoder_start_token_id
+    for split, dataset in data.items():
+        labels = [ids[1:] if ids and ids[0] == start else ids for ids in tokenizer(list(dataset["text"])).input_ids]
+        longest = max(len(ids) for ids in labels)
+        if longest > config.max_target_positions:
+            raise HfTransferError(f"a {split} transcript is {longest} tokens; Whisper's decoder takes {config.max_target_positions}")
+        data[split] = dataset.add_column("labels", labels)
     audio = AudioCollator(feature_extractor, max_seconds=positions // POSITIONS_PER_SECOND, augment=args[AudioAugmentArgs],
                           seed=args.training.seed)
     return TaskData(
@@ -146,15 +134,5 @@ def build_recognition_model(args, data):
     return shorten_encoder(model, data.extra["whisper_positions"])
 
 
-def prepare_recognition_model(model, args):
-    """The encoder's sinusoidal position table stays frozen (as in transformers' Whisper; the decoder's positions are
-    learned and train); the conv stem follows --freeze_feature_encoder."""
-    from hf_transfer.models.speech import SpeechModelArgs
-    from hf_transfer.strategies import apply_strategy
-
-    encoder = model.get_encoder()
-    encoder.embed_positions.requires_grad_(False)
-    if args[SpeechModelArgs].freeze_feature_encoder:
-        for conv in (encoder.conv1, encoder.conv2):
-            conv.requires_grad_(False)
-    return apply_strategy(model, args.strategy)
+# The recognition recipe's prepare step: the encoder-decoder is prepared as every Whisper model is.
+prepare_recognition_model = prepare_whisper_model
