@@ -65,7 +65,9 @@ def test_resume_skips_a_checkpoint_cut_off_during_its_save(tiny_text_model_dir, 
     argv = recipe_argv(tiny_text_model_dir, review_files, out, *_saving(), "--num_train_epochs", "2")
     whole = sentiment.main(argv)
     assert whole["global_step"] == 16
-    # What a kill during the save of checkpoint-16 leaves behind: its config and a temporary weights file.
+    # What a kill during the save of checkpoint-16 leaves behind: its config and a temporary weights file (and no
+    # metrics.json: the run never reached its end).
+    (out / "metrics.json").unlink()
     shutil.rmtree(out / "checkpoint-16")
     partial = out / "checkpoint-16"
     partial.mkdir()
@@ -75,8 +77,9 @@ def test_resume_skips_a_checkpoint_cut_off_during_its_save(tiny_text_model_dir, 
 
     resumed = sentiment.main(argv + ["--resume_from_checkpoint", "last"])
     printed = capsys.readouterr().out
-    assert "skipped checkpoint-16" in printed and "temporary files removed" in printed
-    assert not (partial / "model.safetensors.tmp").exists()
+    assert "removed checkpoint-16: it was not completely written (no trainer state, no weights, temporary files of an unfinished write)" in printed
+    # The resumed run saved step 16 again: a whole checkpoint, with nothing of the cut-off one left.
+    assert (partial / "trainer_state.json").is_file() and not (partial / "model.safetensors.tmp").exists()
     assert resumed["resumed_from_step"] == 12 and resumed["global_step"] == 16
     # The resumed run's loss covers steps 13-16 only, so it is not reported under the whole run's name.
     assert "train_loss" not in resumed and resumed["train_loss_since_resume"] > 0
@@ -142,3 +145,122 @@ def test_a_causal_checkpoint_without_a_pad_token_trains_padding_with_eos(review_
     assert "padding with its end-of-text token" in capsys.readouterr().out
     assert metrics["global_step"] == 8
     assert json.loads((out / "config.json").read_text())["pad_token_id"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one run per folder, and faults of the folder itself
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_a_dead_runs_lock_is_taken_over(tiny_text_model_dir, review_files,
+                                                                                          tmp_path, capsys):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from hf_transfer.run.outputs import LOCK_FILE, RunLock
+
+    out = tmp_path / "out"
+    with RunLock(out):  # a run in progress holds the folder
+        with pytest.raises(HfTransferError, match=rf"another run \(process {os.getpid()} on .*\) is writing to"):
+            sentiment.main(recipe_argv(tiny_text_model_dir, review_files, out))
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the refused run wrote nothing
+    assert not out.exists()  # released, and the folder it created for nothing removed
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out.mkdir()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": 0}))
+    capsys.readouterr()
+    results = sentiment.main(recipe_argv(tiny_text_model_dir, review_files, out))
+    assert "left by a run that is no longer running" in capsys.readouterr().out
+    assert results["global_step"] > 0 and not (out / LOCK_FILE).exists()
+
+
+def test_a_restart_loop_passing_last_from_the_first_launch_on_starts_at_step_zero(tiny_text_model_dir, review_files,
+                                                                                 tmp_path, capsys):
+    plain = sentiment.main(recipe_argv(tiny_text_model_dir, review_files, tmp_path / "plain", *_saving()))
+    out = tmp_path / "out"
+    argv = recipe_argv(tiny_text_model_dir, review_files, out, *_saving(), "--resume_from_checkpoint", "last")
+    capsys.readouterr()
+    first = sentiment.main(argv)  # an empty folder
+    assert "no complete checkpoint in" in capsys.readouterr().out
+    assert first["global_step"] == plain["global_step"] and first["validation_accuracy"] == plain["validation_accuracy"]
+
+    # Killed during its first checkpoint: run.json and a checkpoint without trainer state. The same loop goes on.
+    killed = tmp_path / "killed"
+    sentiment.main(recipe_argv(tiny_text_model_dir, review_files, killed, *_saving()))
+    for path in killed.iterdir():
+        if path.name not in ("run.json", "checkpoint-4"):
+            __import__("shutil").rmtree(path) if path.is_dir() else path.unlink()
+    (killed / "checkpoint-4" / "trainer_state.json").unlink()
+    capsys.readouterr()
+    again = sentiment.main(recipe_argv(tiny_text_model_dir, review_files, killed, *_saving(), "--resume_from_checkpoint", "last"))
+    printed = capsys.readouterr().out
+    assert "removed checkpoint-4: it was not completely written (no trainer state)" in printed
+    assert "starting from step 0" in printed
+    assert again["validation_accuracy"] == plain["validation_accuracy"] and "train_loss" in again
+
+
+def test_resuming_a_finished_run_changes_nothing(tiny_text_model_dir, review_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = recipe_argv(tiny_text_model_dir, review_files, out, *_saving())
+    finished = sentiment.main(argv)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    again = sentiment.main(argv + ["--resume_from_checkpoint", "last"])
+    assert "finished already: nothing to resume" in capsys.readouterr().out
+    assert again == json.loads(before["metrics.json"]) and again["train_loss"] == finished["train_loss"]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_an_output_dir_that_is_a_file_or_not_writable_is_one_line_before_any_model_loads(tiny_text_model_dir, review_files,
+                                                                                        tmp_path, monkeypatch):
+    import os
+
+    from hf_transfer.models import loading
+
+    loaded = []
+    monkeypatch.setattr(loading, "load_pretrained", lambda *a, **k: loaded.append(a))
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    with pytest.raises(HfTransferError, match=r"--output_dir .*taken is a file, not a folder"):
+        sentiment.main(recipe_argv(tiny_text_model_dir, review_files, a_file))
+    assert a_file.read_text() == "not a folder"
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).startswith(str(tmp_path / "locked")) and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    (tmp_path / "locked").mkdir()
+    with pytest.raises(HfTransferError, match=r"cannot write to --output_dir .*locked \(Permission denied\)"):
+        sentiment.main(recipe_argv(tiny_text_model_dir, review_files, tmp_path / "locked"))
+    assert loaded == [] and list((tmp_path / "locked").iterdir()) == []
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_folder_resumes(tiny_text_model_dir, review_files, tmp_path, monkeypatch):
+    import errno
+
+    from transformers import Trainer
+
+    out = tmp_path / "out"
+    argv = recipe_argv(tiny_text_model_dir, review_files, out, *_saving())
+    whole = sentiment.main(recipe_argv(tiny_text_model_dir, review_files, tmp_path / "whole", *_saving()))
+    real_save = Trainer._save_checkpoint
+
+    def fills_the_disk_at_step_8(self, *args, **kwargs):
+        if self.state.global_step == 8:
+            partial = out / "checkpoint-8"
+            partial.mkdir()
+            (partial / "model.safetensors").write_bytes(b"\0" * 16)  # a truncated weights file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", fills_the_disk_at_step_8)
+    with pytest.raises(HfTransferError, match=r"writing to .*out failed \(No space left on device\); .*--resume_from_checkpoint last"):
+        sentiment.main(argv)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", real_save)
+    resumed = sentiment.main(argv + ["--resume_from_checkpoint", "last"])
+    assert resumed["resumed_from_step"] == 4 and resumed["validation_accuracy"] == whole["validation_accuracy"]

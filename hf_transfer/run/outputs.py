@@ -3,9 +3,13 @@ resuming from the last complete checkpoint."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
 import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,7 @@ WRITTEN = (
     "generation_config.json", "metrics.json", "metrics.json.tmp", "log_history.json", RUN_MANIFEST, "training_args.bin",
     "tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "spiece.model", "added_tokens.json",
     "preprocessor_config.json", "processor_config.json", "chat_template.*", "README.md", "*_predictions.jsonl", "*.png",
+    "generated_predictions.txt",
 )
 
 
@@ -86,13 +91,17 @@ def _written(folder: Path) -> list[Path]:
     return sorted({p for pattern in WRITTEN for p in folder.glob(pattern)})
 
 
-def check_output_dir(train_args, output_args: OutputArgs, identity: dict, resume) -> None:
+def resume_requested(train_args) -> bool:
+    return train_args.resume_from_checkpoint not in (None, "")
+
+
+def check_output_dir(train_args, output_args: OutputArgs, identity: dict) -> None:
     """Refuse to mix runs: a folder holding another run needs --overwrite_output_dir, and a resume needs the same run."""
     out = Path(train_args.output_dir)
     written = _written(out) if out.is_dir() else []
     if not written or output_args.overwrite_output_dir:
         return
-    if resume is None:
+    if not resume_requested(train_args):
         names = ", ".join(p.name for p in written[:4]) + (", ..." if len(written) > 4 else "")
         raise HfTransferError(
             f"--output_dir {out} already holds a run ({names}); pass --overwrite_output_dir to replace it, "
@@ -124,16 +133,19 @@ def start_output_dir(train_args, output_args: OutputArgs, identity: dict, resume
     (out / RUN_MANIFEST).write_text(json.dumps(identity, indent=1, sort_keys=True))
 
 
-def _complete(checkpoint: Path) -> bool:
-    """A checkpoint the Trainer finished writing: its state file and weights are there, and no temporary file."""
-    has_weights = any(checkpoint.glob("*.safetensors")) or any(checkpoint.glob("*.bin"))
-    stray = [p for p in checkpoint.iterdir() if ".tmp" in p.name or p.name.startswith("tmp")]
-    return (checkpoint / "trainer_state.json").is_file() and has_weights and not stray
+def _missing(checkpoint: Path) -> list[str]:
+    """What keeps a checkpoint from being complete: its trainer state, its weights, or leftover temporary files."""
+    missing = [] if (checkpoint / "trainer_state.json").is_file() else ["no trainer state"]
+    if not (any(checkpoint.glob("*.safetensors")) or any(checkpoint.glob("*.bin"))):
+        missing.append("no weights")
+    if any(".tmp" in p.name or p.name.startswith("tmp") for p in checkpoint.iterdir()):
+        missing.append("temporary files of an unfinished write")
+    return missing
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest checkpoint that was completely written. Incomplete ones (a kill during a save) are reported, and
-    their temporary files removed, so that a later resume does not meet them again."""
+    """The newest checkpoint that was completely written. Newer, incomplete ones (a kill or a full disk during a save)
+    cannot be resumed from and would be met again by every later resume: they are reported and removed."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return None
@@ -142,13 +154,12 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
         key=lambda p: int(p.name.split("-")[-1]), reverse=True,
     )
     for checkpoint in checkpoints:
-        if _complete(checkpoint):
+        missing = _missing(checkpoint)
+        if not missing:
             return str(checkpoint)
-        stray = [p for p in checkpoint.iterdir() if ".tmp" in p.name or p.name.startswith("tmp")]
-        for path in stray:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        print(f"note: skipped {checkpoint.name}: it was not completely written (no trainer state or weights"
-              f"{', temporary files removed' if stray else ''}), probably interrupted during its save", flush=True)
+        shutil.rmtree(checkpoint)
+        print(f"note: removed {checkpoint.name}: it was not completely written ({', '.join(missing)}), "
+              "probably interrupted during its save", flush=True)
     return None
 
 
@@ -160,8 +171,116 @@ def check_resume(train_args) -> str | None:
     if str(value).lower() in ("true", "last", "latest"):
         last = last_complete_checkpoint(train_args.output_dir)
         if last is None:
-            raise HfTransferError(f"--resume_from_checkpoint {value}: no complete checkpoint in {train_args.output_dir} to resume from")
+            # A restart loop passes `last` from its first launch on, and a kill during the first save leaves no
+            # checkpoint: both start at step 0 in the same folder (the run identity is still checked).
+            print(f"note: --resume_from_checkpoint {value}: no complete checkpoint in {train_args.output_dir} yet; "
+                  "starting from step 0", flush=True)
         return last
     if not Path(value).is_dir():
         raise HfTransferError(f"--resume_from_checkpoint {value} does not exist; pass a checkpoint folder or 'last'")
     return value
+
+
+def finished_run(train_args, output_args: OutputArgs) -> dict | None:
+    """The saved metrics of a run that already finished in this folder, when it is resumed: nothing is left to do,
+    and re-running its end would overwrite its loss, times and card with those of an empty resume."""
+    metrics = Path(train_args.output_dir) / "metrics.json"
+    if output_args.overwrite_output_dir or not resume_requested(train_args) or not metrics.is_file():
+        return None
+    return json.loads(metrics.read_text())
+
+
+def write_failure(error: BaseException, folder: str) -> HfTransferError | None:
+    """A write into the output folder that failed for a reason the user can fix (a full disk, a file size limit,
+    permissions), as one line; None for anything else. What finished (complete checkpoints) stays resumable."""
+    from safetensors import SafetensorError
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EROFS):
+        cause = error.strerror or str(error)
+    elif isinstance(error, SafetensorError) and any(s in str(error) for s in ("too large", "No space", "Permission denied")):
+        cause = str(error).strip().splitlines()[0]
+    else:
+        return None
+    return HfTransferError(f"writing to {folder} failed ({cause}); free space or fix the folder, then run again with "
+                           "--resume_from_checkpoint last (complete checkpoints are kept)")
+
+
+LOCK_FILE = ".hf_transfer.lock"
+
+
+class RunLock:
+    """One run per output folder: a lock file created atomically (O_EXCL) when the folder is checked, removed when the
+    run ends or fails. A lock left by a process that no longer runs (a kill) is recognised and taken over.
+
+    Only the main process of a launch takes it; the other ranks write into the folder under its lock.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.held = False
+        self.created_folder = False
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise HfTransferError(f"--output_dir {self.folder} is a file, not a folder; choose a folder")
+        try:
+            self.created_folder = not self.folder.exists()
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise HfTransferError(f"cannot create --output_dir {self.folder} ({error.strerror or error}); "
+                                  "choose a folder you can write to") from error
+        for _ in range(2):
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._holder_alive():
+                    holder = self._holder()
+                    raise HfTransferError(
+                        f"another run (process {holder.get('pid')} on {holder.get('host')}) is writing to {self.folder}; "
+                        f"wait for it to finish or choose another --output_dir (if no run is going on, delete {self.path})"
+                    ) from None
+                print(f"note: {self.path} was left by a run that is no longer running; taking it over", flush=True)
+                self.path.unlink(missing_ok=True)
+                continue
+            except OSError as error:
+                raise HfTransferError(f"cannot write to --output_dir {self.folder} ({error.strerror or error}); "
+                                      "fix its permissions or choose another folder") from error
+            with os.fdopen(descriptor, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, f)
+            self.held = True
+            return
+        raise HfTransferError(f"cannot take the lock {self.path}: another run took it at the same moment; try again")
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}  # being written this instant, or truncated: treated as held below
+
+    def _holder_alive(self) -> bool:
+        holder = self._holder()
+        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+            return True  # another machine's process (a shared disk), or unreadable: cannot be checked from here
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # alive, another user's
+        return True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.path.unlink(missing_ok=True)
+        self.held = False
+        if self.created_folder and not any(self.folder.iterdir()):
+            self.folder.rmdir()  # a run refused before its first write leaves no empty folder behind

@@ -12,6 +12,7 @@ its own `main` from them instead of bending this one.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -127,32 +128,58 @@ def _default_build_model(task: Task, args: Args, data: TaskData):
 def run_task(task: Task, argv: list[str] | None = None) -> dict:
     """Parse, check, load, build the model, apply the strategy, train, then `finish`; returns the run's metrics."""
     args = task.parse(argv)  # first, so that --help and bad flags answer before the heavy imports below
-    from transformers import set_seed
-
-    from hf_transfer import trainer as trainers
-    from hf_transfer.run.finish import RunClock, finish
-    from hf_transfer.run.launch import check_launch, choose_threads, native_bf16, precision
+    from hf_transfer.run.finish import RunClock
+    from hf_transfer.run.launch import check_launch
     from hf_transfer.run.outputs import (
         OutputArgs,
+        RunLock,
         check_output_dir,
         check_resume,
+        finished_run,
         run_identity,
-        start_output_dir,
+        write_failure,
     )
-    from hf_transfer.sharing.cards import complete_output
-    from hf_transfer.sharing.hub import prepare_sharing, push_output
-    from hf_transfer.strategies import apply_strategy
+    from hf_transfer.sharing.hub import prepare_sharing
 
     clock = RunClock()
-    train_args, strategy = args.training, args.strategy
+    train_args = args.training
     check_launch(train_args)
-    threads = choose_threads(train_args)
     # Sharing options are checked now; the Trainer never pushes by itself (its save_model would push before the card
     # and metrics exist): `push` is the plan the run carries out as its very last step, below.
     push = prepare_sharing(args)
-    resume = check_resume(train_args)
     identity = run_identity(args)
-    check_output_dir(train_args, args[OutputArgs], identity, resume)
+    check_output_dir(train_args, args[OutputArgs], identity)
+    finished = finished_run(train_args, args[OutputArgs])
+    if finished is not None:
+        print(f"note: the run in {train_args.output_dir} finished already: nothing to resume; its metrics, model and "
+              "card are left as they are", flush=True)
+        return finished
+    # One run per folder, from the check on; the main process holds the lock for the whole launch.
+    with RunLock(train_args.output_dir) if train_args.should_save else contextlib.nullcontext():
+        resume = check_resume(train_args)  # under the lock: it removes incomplete checkpoints
+        try:
+            return _train_and_finish(task, args, clock, identity, resume, push)
+        except Exception as error:
+            failure = write_failure(error, train_args.output_dir)
+            if failure is None:
+                raise
+            raise failure from error
+
+
+def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str | None, push) -> dict:
+    """Load, build, train and finish a checked run (`run_task` holds the folder's lock around it)."""
+    from transformers import set_seed
+
+    from hf_transfer import trainer as trainers
+    from hf_transfer.run.finish import finish
+    from hf_transfer.run.launch import choose_threads, native_bf16, precision
+    from hf_transfer.run.outputs import OutputArgs, start_output_dir
+    from hf_transfer.sharing.cards import complete_output
+    from hf_transfer.sharing.hub import push_output
+    from hf_transfer.strategies import apply_strategy
+
+    train_args, strategy = args.training, args.strategy
+    threads = choose_threads(train_args)
 
     # Everything that can be wrong with the input is checked here, before any weights load or files are written.
     data = task.load(args)
