@@ -291,6 +291,21 @@ def check_setup(model, args, strategy: StrategyArgs, collator=None) -> None:
         find_prefix(model, strategy_frozen_blocks(model, strategy))
 
 
+@contextlib.contextmanager
+def random_state_kept():
+    """Run a block without moving Python's, NumPy's or torch's (CPU and every GPU) random generators."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+
+
 class TransferTrainerMixin:
     """What a trainer needs to know of the transfer strategy: per-layer-group learning rates, gradual unfreezing and the
     cached frozen prefix (`strategy.cache_frozen_prefix`, see prefix_cache.py); length grouping that resumes exactly;
@@ -400,6 +415,14 @@ class TransferTrainerMixin:
             super().save_model(output_dir, _internal_call)
         if objectives and _internal_call and self.args.should_save:  # a checkpoint: the objectives' state, for resume
             save_objectives(self.model, output_dir or self.args.output_dir)
+
+    def evaluate(self, *args, **kwargs):
+        # Evaluation draws from the global random generators (every DataLoader iterator takes a seed from torch's).
+        # Left to shift training's random stream, it made a run resumed from a checkpoint saved before an epoch-end
+        # evaluation differ from the uninterrupted run (the resumed one never repeats that evaluation): so evaluating
+        # leaves every generator as it found it, and training is the same with or without evaluation.
+        with random_state_kept():
+            return super().evaluate(*args, **kwargs)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         # The Trainer restores the model and the optimizer (whose state covers the objectives' parameters); the

@@ -264,3 +264,42 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_folder_resumes(tiny
     monkeypatch.setattr(Trainer, "_save_checkpoint", real_save)
     resumed = sentiment.main(argv + ["--resume_from_checkpoint", "last"])
     assert resumed["resumed_from_step"] == 4 and resumed["validation_accuracy"] == whole["validation_accuracy"]
+
+
+@pytest.mark.parametrize("flags", [
+    ["--strategy", "full"],
+    ["--strategy", "freeze", "--freeze_bottom", "1"],
+    ["--strategy", "gradual", "--unfreeze_every", "3", "--unfreeze_unit", "step"],
+    ["--strategy", "lora", "--lora_r", "2"],
+    ["--layer_lr_decay", "0.8"],
+], ids=["full", "freeze", "gradual", "lora", "llrd"])
+def test_resume_from_the_checkpoint_before_an_epoch_end_evaluation_is_exact(tiny_text_model_dir, review_files, tmp_path, flags):
+    """Evaluation each epoch (the default) and a checkpoint at the epoch's last step: the run resumed from it trains
+    bitwise like the uninterrupted one, which evaluated right after saving that checkpoint."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    argv = lambda out: recipe_argv(tiny_text_model_dir, review_files, out, *_saving(), "--num_train_epochs", "2",
+                                   "--eval_strategy", "epoch", *flags)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    sentiment.main(argv(whole))
+    sentiment.main(argv(cut))
+    # What a kill right after checkpoint-8 (the end of epoch 1: 64 rows, batches of 8) leaves behind.
+    for path in cut.iterdir():
+        if path.name not in ("run.json", "checkpoint-4", "checkpoint-8"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    resumed = sentiment.main(argv(cut) + ["--resume_from_checkpoint", "last"])
+    assert resumed["resumed_from_step"] == 8
+    weights = sorted(p.name for p in whole.glob("*.safetensors"))
+    for name in weights:
+        expected, got = load_file(whole / name), load_file(cut / name)
+        assert expected.keys() == got.keys()
+        for key in expected:
+            assert torch_equal(expected[key], got[key]), f"{name}:{key}"
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
