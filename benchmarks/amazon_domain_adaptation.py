@@ -52,10 +52,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "amazon_multidomain"
-RESULTS = REPO / "benchmarks" / "results" / "amazon_domain_adaptation.json"
-WORK = REPO / "outputs" / "amazon_da"
+import paths
+
+DATA = paths.DATA / "amazon_multidomain"
+RESULTS = paths.RESULTS / "amazon_domain_adaptation.json"
+WORK = paths.OUTPUTS / "amazon_da"
 DOMAINS = ("books", "dvd", "electronics", "kitchen")
 ALL_PAIRS = [(s, t) for s in DOMAINS for t in DOMAINS if s != t]
 ARMS = ("source_only", "dann", "coral", "mmd", "domain_norm")
@@ -126,8 +127,8 @@ def run_recipe(script: str, argv: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log, "w") as out:
-        code = subprocess.run([sys.executable, str(REPO / "recipes" / script), *argv], stdout=out, stderr=subprocess.STDOUT,
-                              env=env, cwd=REPO).returncode
+        code = subprocess.run([sys.executable, str(paths.RECIPES / script), *argv], stdout=out, stderr=subprocess.STDOUT,
+                              env=env, cwd=paths.REPO).returncode
     if code != 0:
         raise SystemExit(f"run failed (exit {code}); see {log}")
 
@@ -234,7 +235,6 @@ def pretrain_on_target(setting: str, pair, folder: Path) -> Path:
     temporary JSON-lines file outside the project (deleted right after); the data itself stays where it is."""
     import tempfile
 
-    sys.path.insert(0, str(REPO))
     from hf_transfer.data.domains import read_review_folder
 
     adapted = folder / "dapt_encoder"
@@ -258,7 +258,6 @@ def step_cost(setting: str, rounds: int = 5) -> None:
     shared machine falls on every arm alike; the median of each arm's rounds is kept."""
     if setting in load_results()["step_cost"]:
         return
-    sys.path.insert(0, str(REPO))
     import torch
     from transformers import AutoModelForSequenceClassification
 

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import paths
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-SST2 = REPO.parent / "shared" / "data" / "sst2"
+SST2 = paths.DATA / "sst2"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train_samples", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "cached_features.json")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "cached_features.json")
     args = parser.parse_args()
     if not (SST2 / "train.tsv").is_file():
         sys.exit(f"skipped: SST-2 not found at {SST2}")

@@ -31,18 +31,18 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import paths
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by every run's process
 
-CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+CIFAR = paths.DATA / "cifar10"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SOURCE, TARGET = CLASSES[:5], CLASSES[5:]
-WORK = REPO / "outputs" / "cifar10_class_split"
-RESULTS = REPO / "benchmarks" / "results" / "cifar10_class_split"
+WORK = paths.OUTPUTS / "cifar10_class_split"
+RESULTS = paths.RESULTS / "cifar10_class_split"
 
 # The small ViT: 32x32 input, 4x4 patches (64 + CLS tokens), 6 blocks of width 192, 3 heads, MLP 384; 1.8 M parameters.
 SMALL_VIT = dict(image_size=32, patch_size=4, hidden_size=192, num_hidden_layers=6, num_attention_heads=3,
@@ -116,7 +116,7 @@ def source_model(data: dict[str, Path], arch: Path) -> tuple[Path, dict]:
     out, backbone = WORK / "source", WORK / "source_backbone"
     if not (out / "metrics.json").is_file():
         start = time.time()
-        run(str(REPO / "recipes" / "image_classification.py"), [
+        run(str(paths.RECIPES / "image_classification.py"), [
             "--model_name_or_path", str(arch), "--from_scratch", "true", "--train_file", str(data["source_train"]),
             "--validation_file", str(data["source_val"]), "--output_dir", str(out), "--overwrite_output_dir", "true",
             *COMMON, *SOURCE_FLAGS], out)
@@ -140,8 +140,8 @@ def relative(value):
         return {k: relative(v) for k, v in value.items()}
     if isinstance(value, list):
         return [relative(v) for v in value]
-    if isinstance(value, str) and value.startswith(f"{REPO}/"):
-        return value[len(f"{REPO}/"):]
+    if isinstance(value, str) and value.startswith(f"{paths.REPO}/"):
+        return value[len(f"{paths.REPO}/"):]
     return value
 
 
@@ -190,7 +190,7 @@ def main() -> None:
     options = parser.parse_args()
     if options.quick:
         global WORK, RESULTS
-        WORK = REPO / "outputs" / "cifar10_class_split_quick"
+        WORK = paths.OUTPUTS / "cifar10_class_split_quick"
         RESULTS = WORK / "results"
         SOURCE_FLAGS[SOURCE_FLAGS.index("--num_train_epochs") + 1] = "1"
         SOURCE_FLAGS.extend(["--max_train_samples", "256"])

@@ -15,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO.parent / "shared" / "data" / "sst2"
+import paths
+
+SST2 = paths.DATA / "sst2"
 
 # size per class -> (epochs, seeds): fewer examples get more epochs and more seeds (their spread is larger).
 SETTINGS = {16: (6, [1, 2, 3, 4, 5]), 64: (4, [1, 2, 3]), 1000: (1, [1])}
@@ -35,7 +36,7 @@ def gradual(size: int, epochs: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SETTINGS))
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "compare_sst2")
+    parser.add_argument("--out", type=Path, default=paths.RESULTS / "compare_sst2")
     args = parser.parse_args()
     if not (SST2 / "train.tsv").is_file():
         sys.exit(f"skipped: SST-2 not found at {SST2}")
@@ -46,10 +47,10 @@ def main() -> None:
             f"--max_train_samples_per_class {size} --num_train_epochs {epochs} --learning_rate 1e-4 "
             f"--per_device_train_batch_size {BATCH} --max_seq_length 64 --save_strategy no --disable_tqdm true"
         )
-        run_dir = REPO / "outputs" / "bench_compare" / f"{size}_per_class"
-        subprocess.run([sys.executable, str(REPO / "recipes" / "compare.py"), "--strategies", "full", LORA, gradual(size, epochs),
+        run_dir = paths.OUTPUTS / "bench_compare" / f"{size}_per_class"
+        subprocess.run([sys.executable, str(paths.RECIPES / "compare.py"), "--strategies", "full", LORA, gradual(size, epochs),
                         "--seeds", *map(str, seeds), "--recipe_args", recipe_args, "--output_dir", str(run_dir),
-                        "--feature_cache_dir", str(REPO / "outputs" / "feature_cache")],
+                        "--feature_cache_dir", str(paths.OUTPUTS / "feature_cache")],
                        check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         # Commit only the report and its plots, not the runs' weights.
         target = args.out / f"{size}_per_class"

@@ -29,9 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO.parent / "shared" / "data" / "sst2"
-RESULTS = REPO / "benchmarks" / "results" / "cpu_precision.json"
+import paths
+
+SST2 = paths.DATA / "sst2"
+RESULTS = paths.RESULTS / "cpu_precision.json"
 STRATEGIES = {"full": ["--strategy", "full"], "freeze4": ["--strategy", "freeze", "--freeze_bottom", "4"]}
 
 
@@ -49,7 +50,7 @@ def save(results: dict) -> None:
 def recipe(argv: list[str], out: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_MIXED_PRECISION"}
     env["HF_HUB_OFFLINE"] = "1"
-    command = [sys.executable, str(REPO / "recipes" / "sentiment.py"), *argv, "--output_dir", str(out),
+    command = [sys.executable, str(paths.RECIPES / "sentiment.py"), *argv, "--output_dir", str(out),
                "--disable_tqdm", "true", "--overwrite_output_dir"]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True)

@@ -18,14 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import paths
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-DATA = REPO.parent / "shared" / "data"
 
 
 def finetune_flags(samples: int, epochs: int) -> str:
-    return (f"--train_file {DATA / 'sst2/train.tsv'} --validation_file {DATA / 'sst2/dev.tsv'} --class_names negative positive "
+    return (f"--train_file {paths.DATA / 'sst2/train.tsv'} --validation_file {paths.DATA / 'sst2/dev.tsv'} --class_names negative positive "
             f"--max_train_samples {samples} --num_train_epochs {epochs} --learning_rate 1e-4 --per_device_train_batch_size 32 "
             "--max_seq_length 64 --eval_strategy no --save_strategy no --disable_tqdm true --warmup_steps 0.06")
 
@@ -36,17 +35,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--variant", default="full", help="name of this adaptation setting in the results file")
     parser.add_argument("--pretrain_extra", default="", help="continued-pretraining flags appended last (they win)")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_dapt")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "dapt_imdb_sst2.json")
+    parser.add_argument("--out", type=Path, default=paths.OUTPUTS / "bench_dapt")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "dapt_imdb_sst2.json")
     args = parser.parse_args()
-    for needed in (DATA / "imdb/unsup.jsonl", DATA / "sst2/train.tsv"):
+    for needed in (paths.DATA / "imdb/unsup.jsonl", paths.DATA / "sst2/train.tsv"):
         if not needed.is_file():
             sys.exit(f"skipped: {needed} not found (see ../shared/data/README.md)")
 
     from recipes import dapt, sentiment
 
     machine = f"{platform.node()}, CPU {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
-    pretrain = (f"--train_file {DATA / 'imdb/unsup.jsonl'} --max_eval_samples 200 --block_size 128 --whole_word_masking true "
+    pretrain = (f"--train_file {paths.DATA / 'imdb/unsup.jsonl'} --max_eval_samples 200 --block_size 128 --whole_word_masking true "
                 f"--learning_rate 1e-4 --warmup_steps 0.06 --max_steps {args.adapt_steps} --per_device_train_batch_size 16 "
                 f"--logging_steps 50 --save_strategy no --disable_tqdm true {args.pretrain_extra}").strip()
     out = args.out / args.variant

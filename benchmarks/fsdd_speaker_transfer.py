@@ -31,12 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import paths
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
+FSDD = paths.DATA / "fsdd" / "recordings"
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 
@@ -304,8 +304,8 @@ def main() -> None:
     parser.add_argument("--ctc_runs", nargs="+", default=["ctc_scratch", "ctc_from_source_encoder"],
                         choices=["ctc_scratch", "ctc_from_source_encoder"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: the CPU is shared with other jobs)")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_fsdd")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "fsdd_speaker_transfer.json")
+    parser.add_argument("--out", type=Path, default=paths.OUTPUTS / "bench_fsdd")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "fsdd_speaker_transfer.json")
     args = parser.parse_args()
     if not FSDD.is_dir():
         sys.exit(f"skipped: FSDD not found at {FSDD} (see ../shared/data/README.md)")

@@ -22,8 +22,9 @@ import statistics
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "multi30k"
+import paths
+
+DATA = paths.DATA / "multi30k"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ARMS = {
@@ -89,8 +90,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=4, help="epochs at 1,000 pairs; the full set gets --full_epochs")
     parser.add_argument("--full_epochs", type=float, default=1)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_multi30k")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "multi30k_warm_start.json")
+    parser.add_argument("--out", type=Path, default=paths.OUTPUTS / "bench_multi30k")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "multi30k_warm_start.json")
     args = parser.parse_args()
     if not (DATA / "train.en").is_file():
         raise SystemExit(f"skipped: {DATA} not found (see ../shared/data/README.md)")
@@ -125,7 +126,7 @@ def main() -> None:
         })
         state["machine"] = f"{platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
         state["date"] = time.strftime("%Y-%m-%d")
-        state["settings"] = " ".join(flags(size, args.epochs, seed, out)).replace(str(REPO.parent), "..").replace(str(REPO) + "/", "")
+        state["settings"] = " ".join(flags(size, args.epochs, seed, out)).replace(str(paths.REPO.parent), "..").replace(str(paths.REPO) + "/", "")
         state["summary"] = summarise(state["runs"])
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(state, indent=1))

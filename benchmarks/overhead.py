@@ -15,13 +15,12 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import paths
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
@@ -85,7 +84,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "overhead.json")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "overhead.json")
     args = parser.parse_args()
     logging.set_verbosity_error()
 

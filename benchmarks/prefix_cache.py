@@ -8,28 +8,27 @@ recipe's default), each built the way `run_task` builds a sentiment run (the rec
 strategy), evaluated on the dev set after every epoch as the recipe does:
 - full:   --strategy full
 - freeze: --strategy freeze --freeze_bottom 4                          (today: the prefix recomputed every epoch)
-- cached: --strategy freeze --freeze_bottom 4 --cache_frozen_prefix    (a fresh, empty cache folder: no warm start)
+- cached: --strategy freeze --freeze_bottom 4 --cache_frozen_prefix    (an empty cache at the start)
 With --repeats > 1 the order is rotated each round and the median time is reported. "train_s" is the wall time
 of `trainer.train()` (per-epoch evaluations included); "epoch_s" splits it by epoch (evaluation included), so the
 cached arm's first epoch (which fills the cache) and its later ones can be read apart. The cache's memory is
-the payload of its states, the slabs holding them, and an estimate of its index, per 1,000 cached examples.
+the payload of its states per 1,000 cached examples.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SST2 = REPO.parent / "shared" / "data" / "sst2"
+import paths
+
+SST2 = paths.DATA / "sst2"
 
 ARMS = {
     "full": ["--strategy", "full"],
@@ -38,7 +37,7 @@ ARMS = {
 }
 
 
-def run_arm(name: str, args, cache_dir: Path) -> dict:
+def run_arm(name: str, args) -> dict:
     from transformers import TrainerCallback, set_seed
 
     from hf_transfer.run.task import _default_build_model
@@ -55,8 +54,6 @@ def run_arm(name: str, args, cache_dir: Path) -> dict:
         "--eval_strategy", "epoch", "--save_strategy", "no", "--logging_steps", "50", "--disable_tqdm", "true",
         "--frozen_baseline", "false", *ARMS[name],
     ]
-    if name == "cached":
-        argv += ["--prefix_cache_dir", str(cache_dir)]
     parsed = TASK.parse(argv)
     data = TASK.load(parsed)
     parsed.strategy.check_config(data.config)
@@ -95,21 +92,16 @@ def run_arm(name: str, args, cache_dir: Path) -> dict:
     }
     if trainer.prefix_cache is not None:
         stats = trainer.prefix_cache.stats
-        result["cache"] = stats.as_dict()
+        result["cache"] = dataclasses.asdict(stats)
         trainer.prefix_cache.close()
     return result
 
 
 def cache_memory(stats: dict) -> dict:
-    rows = stats["memory_rows"] or 1
-    per_1000 = 1000 / rows
+    per_1000 = 1000 / (stats["stored_rows"] or 1)
     return {
-        "cached_examples": stats["memory_rows"],
-        "payload_mb_per_1000": round(stats["memory_payload_bytes"] * per_1000 / 2**20, 3),
-        "allocated_mb_per_1000": round(stats["memory_allocated_bytes"] * per_1000 / 2**20, 3),
-        "index_mb_per_1000": round(stats["index_bytes"] * per_1000 / 2**20, 3),
-        "peak_mb_per_1000": round((stats["memory_allocated_bytes"] + stats["index_bytes"]) * per_1000 / 2**20, 3),
-        "disk_mb_per_1000": round(stats["disk_bytes"] * 1000 / max(stats["disk_rows"], 1) / 2**20, 3),
+        "cached_examples": stats["stored_rows"],
+        "payload_mb_per_1000": round(stats["stored_bytes"] * per_1000 / 2**20, 3),
     }
 
 
@@ -125,8 +117,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine two threads ran a MiniLM step 2.5x slower)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_prefix_cache")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "prefix_cache.json")
+    parser.add_argument("--out", type=Path, default=paths.OUTPUTS / "bench_prefix_cache")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "prefix_cache.json")
     args = parser.parse_args()
     if not (args.data_dir / "train.tsv").is_file():
         sys.exit(f"skipped: SST-2 not found at {args.data_dir} (see ../shared/data/README.md)")
@@ -140,11 +132,7 @@ def main() -> None:
     for round_ in range(args.repeats):
         order = args.arms[round_ % len(args.arms):] + args.arms[: round_ % len(args.arms)]
         for name in order:
-            cache_dir = Path(tempfile.mkdtemp(prefix="prefix_cache_bench_"))
-            try:
-                result = run_arm(name, args, cache_dir)
-            finally:
-                shutil.rmtree(cache_dir, ignore_errors=True)
+            result = run_arm(name, args)
             runs[name].append(result)
             print(f"[round {round_ + 1}] {name}: train {result['train_s']} s, epochs {result['epoch_s']}, "
                   f"dev accuracy {result['validation_accuracy']:.4f}", flush=True)
@@ -170,7 +158,7 @@ def main() -> None:
             "batches": "length-grouped (the sentiment recipe's default), per-batch padding",
             "evaluation": "dev set after every epoch (in train_s)", "repeats": args.repeats,
             "frozen": "embeddings + bottom 4 of 6 blocks (freeze, cached)",
-            "cache": "float32, memory budget 1024 MB, write-through to a fresh temporary folder",
+            "cache": "float32, memory budget 1024 MB",
         },
         "arms": arms,
         "ratios": {

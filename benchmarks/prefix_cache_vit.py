@@ -6,21 +6,18 @@
 Two arms through `recipes/image_classification.py`, one process, the same data, seed and batches: 100 target images
 per class (500), 10 epochs, batch 32, the source ViT's embeddings and bottom 3 of 6 blocks frozen, augmentation off
 (an augmented image is a new input every epoch, which the cache refuses), scored once on 1,000 target test images.
-"cached" starts from an empty cache folder. The time is the wall time of the recipe's `main` (load, train, score).
+"cached" starts from an empty cache. The time is the wall time of the recipe's `main` (load, train, score).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+import paths
 
 ARMS = {
     "freeze": ["--strategy", "freeze", "--freeze_bottom", "3"],
@@ -37,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "prefix_cache_vit.json")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "prefix_cache_vit.json")
     args = parser.parse_args()
     backbone = split.WORK / "source_backbone"
     if not (backbone / "model.safetensors").is_file():
@@ -47,7 +44,6 @@ def main() -> None:
     out = split.WORK / "prefix_cache_vit"
     results = {}
     for name, flags in ARMS.items():
-        cache = Path(tempfile.mkdtemp(prefix="vit_prefix_cache_"))
         argv = ["--model_name_or_path", str(backbone), "--train_file", str(data["target_train"]),
                 "--validation_file", str(data["target_test"]), "--max_eval_samples", "1000",
                 "--max_train_samples_per_class", str(args.per_class), "--num_train_epochs", str(args.epochs),
@@ -56,13 +52,10 @@ def main() -> None:
                 "--save_strategy", "no", "--logging_steps", "50", "--disable_tqdm", "true", "--seed", "1",
                 "--dataloader_num_workers", "0", "--output_dir", str(out / name), "--overwrite_output_dir", "true",
                 *flags]
-        if name == "cached":
-            argv += ["--prefix_cache_dir", str(cache)]
         start = time.perf_counter()
         metrics = image_classification.main(argv)
         results[name] = {"wall_s": round(time.perf_counter() - start, 2), "train_s": metrics.get("train_runtime"),
                          "validation_accuracy": metrics.get("validation_accuracy"), "flags": " ".join(flags)}
-        shutil.rmtree(cache, ignore_errors=True)
         print(name, results[name], flush=True)
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -9,7 +9,7 @@ speakers other than george, takes 5-49, a random 1,000 clips (seed 1), 10 epochs
 (`--whisper_window_seconds 1`); scored once on those speakers' takes 0-4 (250 clips). Augmentation is off (the
 recipe's default) and no clip exceeds `--max_duration_seconds` (10 s), so every epoch sees the same inputs.
 - freeze:          conv stem, positions and the bottom 2 of 4 blocks frozen (the prefix recomputed every epoch)
-- freeze_cached:   the same + `--cache_frozen_prefix` (an empty cache folder: no warm start)
+- freeze_cached:   the same + `--cache_frozen_prefix` (an empty cache at the start)
 - features:        `--strategy feature_extraction` (every block frozen: projector and classifier train)
 - features_cached: the same + `--cache_frozen_prefix`
 The time is the recipe's `train_runtime` (training only) and the wall time of its `main` (load, train, score).
@@ -20,15 +20,11 @@ import argparse
 import json
 import platform
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+import paths
 
 ARMS = {
     "freeze": ["--strategy", "freeze", "--freeze_bottom", "2"],
@@ -49,11 +45,11 @@ def main() -> None:
     parser.add_argument("--train_clips", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "prefix_cache_whisper.json")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "prefix_cache_whisper.json")
     args = parser.parse_args()
     if not fsdd.FSDD.is_dir():
         sys.exit(f"skipped: FSDD not found at {fsdd.FSDD}")
-    work = REPO / "outputs" / "bench_whisper"
+    work = paths.OUTPUTS / "bench_whisper"
     if not (work / "tiny_en" / "model.safetensors").is_file():
         sys.exit("run benchmarks/whisper_fsdd.py --stages zero_shot first: it converts the tiny.en weights")
     torch.set_num_threads(1)
@@ -64,20 +60,16 @@ def main() -> None:
     test = fsdd.table(work / "cache_test.csv", [row for speaker in SOURCE_SPEAKERS for row in fsdd.clips(speaker, range(5))])
     results = {}
     for name in args.arms:
-        cache = Path(tempfile.mkdtemp(prefix="whisper_prefix_cache_"))
         argv = ["--model_name_or_path", str(checkpoint), "--train_file", str(train), "--validation_file", str(test),
                 "--label_column", "label", "--whisper_window_seconds", "1", "--num_train_epochs", str(args.epochs),
                 "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32", "--learning_rate", "3e-4",
                 "--warmup_steps", "0.1", "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "50",
                 "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", "--seed", "1",
                 "--output_dir", str(work / "prefix_cache" / name), "--overwrite_output_dir", "true", *ARMS[name]]
-        if "--cache_frozen_prefix" in ARMS[name]:
-            argv += ["--prefix_cache_dir", str(cache)]
         start = time.perf_counter()
         metrics = audio_classification.main(argv)
         results[name] = {"wall_s": round(time.perf_counter() - start, 2), "train_s": metrics.get("train_runtime"),
                          "validation_accuracy": metrics.get("validation_accuracy"), "flags": " ".join(ARMS[name])}
-        shutil.rmtree(cache, ignore_errors=True)
         print(name, results[name], flush=True)
 
     def ratio(a: str, b: str):
@@ -91,7 +83,7 @@ def main() -> None:
         "setting": {"model": "Whisper tiny.en encoder (4 blocks x 384) + new projector/classifier", "window_seconds": 1,
                     "train": f"{args.train_clips} FSDD clips of {', '.join(SOURCE_SPEAKERS)} (takes 5-49)",
                     "scored": "the same speakers' takes 0-4 (250 clips)", "epochs": args.epochs, "batch": 16,
-                    "cache": "float32 in memory, write-through to a fresh temporary folder"},
+                    "cache": "float32 in memory"},
         "arms": results,
         "freeze_cached_to_freeze_train": ratio("freeze_cached", "freeze"),
         "features_cached_to_features_train": ratio("features_cached", "features"),

@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "multi30k"
+import paths
+
+DATA = paths.DATA / "multi30k"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 WARMUP = 3
 
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "seq2seq_overhead.json")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "seq2seq_overhead.json")
     args = parser.parse_args()
     if not (DATA / "train.en").is_file():
         raise SystemExit(f"skipped: {DATA} not found (see ../shared/data/README.md)")

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO.parent / "shared" / "data" / "sst2"
+import paths
+
+SST2 = paths.DATA / "sst2"
 
 # strategy name -> recipe flags (learning rate included: head-only and LoRA customarily use larger ones)
 STRATEGIES = {
@@ -36,7 +37,7 @@ STRATEGIES = {
 def run(name: str, flags: list[str], args, out_root: Path) -> dict:
     out = out_root / name
     cmd = [
-        sys.executable, str(REPO / "recipes" / "sentiment.py"),
+        sys.executable, str(paths.RECIPES / "sentiment.py"),
         "--train_file", str(args.data_dir / "train.tsv"), "--validation_file", str(args.data_dir / "dev.tsv"),
         "--class_names", "negative", "positive", "--output_dir", str(out),
         "--num_train_epochs", str(args.epochs), "--per_device_train_batch_size", "32", "--max_seq_length", "64",
@@ -63,8 +64,8 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--baseline_with", default="full", help="strategy whose run also reports the frozen-features baseline")
     parser.add_argument("--extra_flags", nargs=argparse.REMAINDER, default=[], help="recipe flags appended last (they win)")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_sst2")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "sst2_strategies.json")
+    parser.add_argument("--out", type=Path, default=paths.OUTPUTS / "bench_sst2")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "sst2_strategies.json")
     args = parser.parse_args()
     if not (args.data_dir / "train.tsv").is_file():
         sys.exit(f"skipped: SST-2 not found at {args.data_dir} (see ../shared/data/README.md)")

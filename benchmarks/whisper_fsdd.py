@@ -31,13 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+import paths
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
+FSDD = paths.DATA / "fsdd" / "recordings"
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 STRATEGIES = {"full": ["--strategy", "full", "--learning_rate", "3e-4"],
               "freeze_bottom_half": ["--strategy", "freeze", "--freeze_bottom", "2", "--learning_rate", "3e-4"],
@@ -315,8 +314,8 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["zero_shot", "transfer", "step_cost", "finetune_wer"])
     parser.add_argument("--wer_shots", nargs="+", type=int, default=[5])
     parser.add_argument("--wer_steps", type=int, default=60)
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_whisper")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "whisper_fsdd.jsonl")
+    parser.add_argument("--out", type=Path, default=paths.OUTPUTS / "bench_whisper")
+    parser.add_argument("--results", type=Path, default=paths.RESULTS / "whisper_fsdd.jsonl")
     parser.add_argument("--table", action="store_true", help="only write the markdown summary of the results so far")
     args = parser.parse_args()
     if args.table:
@@ -327,14 +326,15 @@ def main() -> None:
     if not FSDD.is_dir():
         sys.exit(f"skipped: FSDD not found at {FSDD}")
     import torch
-    import whisper_ct2
+
+    from hf_transfer.models.ctranslate2 import convert, source_folder
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     packages, folder, args.key_prefix = MODELS[args.model]
     hf_dir = args.out / folder
     if not (hf_dir / "model.safetensors").is_file():
-        whisper_ct2.convert(whisper_ct2.source_folder(list(packages), args.out / f"{folder}_ct2"), hf_dir)
+        convert(source_folder(list(packages), args.out / f"{folder}_ct2"), hf_dir)
     ckpt = classification_checkpoint(hf_dir, args.out / f"{folder}_classifier")
     args.encoder_layers = json.loads((hf_dir / "config.json").read_text())["encoder_layers"]
     log = open(args.out / "runs.log", "a")

