@@ -1,4 +1,5 @@
-"""Recipe configuration: dataclass arguments through HfArgumentParser, from a YAML/JSON file and CLI flags.
+"""The command line of every recipe: dataclass arguments through HfArgumentParser (from a YAML/JSON file and flags),
+`--help`, and `run_cli`, which turns bad input into one line and exit status 2.
 
 Precedence, lowest to highest: the dataclass defaults, the recipe's own defaults, the config file
 (`--config run.yaml`), then flags on the command line.

@@ -1,6 +1,6 @@
-"""The one error type for bad user input, and the command-line wrapper that turns it into one line.
+"""The one error type for bad user input, and how it is reported.
 
-A recipe run from the command line (`run_cli`) reports bad input as one line, `error: <what is wrong and
+A recipe run from the command line (`hf_transfer.cli.run_cli`) reports bad input as one line, `error: <what is wrong and
 the fix>`, on stderr, and exits with status 2; argparse's own errors (unknown flag, bad choice, missing
 value) take the same path. Where an error wraps another one (a library's OSError, a dataclass's
 ValueError), the original is chained as its `__cause__`. Set the environment variable
