@@ -37,6 +37,8 @@ GROUP_TITLES = {
 }
 # A help text that says its default itself ("(default 8)", "Default: all-MiniLM...", "'epoch' (default)").
 _STATES_DEFAULT = re.compile(r"\(default\b|\bdefault:", re.IGNORECASE)
+# Those statements, removed where the recipe (or a config file) gives the option another default.
+_STATED_DEFAULT = re.compile(r"\s*\(default\b[^)]*\)|\s*\bDefault:.*$", re.IGNORECASE | re.DOTALL)
 
 
 def _is_training_arguments(dtype: type) -> bool:
@@ -91,7 +93,9 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         if action.nargs == 0 or action.default in (None, argparse.SUPPRESS) or "%(default)" in text:
             return text
-        if _STATES_DEFAULT.search(text):
+        if getattr(action, "default_from_recipe", False):
+            text = _STATED_DEFAULT.sub("", text).rstrip()  # the field's own default, which the recipe replaced
+        elif _STATES_DEFAULT.search(text):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -166,6 +170,24 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None, defaults: 
     """Parse `argv` (default: sys.argv[1:]) into one instance of each dataclass type."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, argv = _split_config_flag(argv)
+    parser = make_parser(dataclass_types, defaults, config_path)
+    namespace = parser.parse_args(argv)  # a bad flag or value: HfTransferError from ArgumentParser.error
+    del namespace.config
+    parsed = []
+    for dtype in dataclass_types:
+        names = {f.name for f in dtype.__dataclass_fields__.values() if f.init}
+        try:
+            parsed.append(dtype(**{k: getattr(namespace, k) for k in names if hasattr(namespace, k)}))
+        except HfTransferError:
+            raise
+        except ValueError as error:  # the dataclass's own validation, e.g. TrainingArguments' consistency checks
+            raise HfTransferError(str(error).strip().splitlines()[0]) from error
+    return tuple(parsed)
+
+
+def make_parser(dataclass_types: tuple, defaults: dict[str, Any] | None = None, config_path: str | None = None) -> ArgumentParser:
+    """The parser of a recipe: its dataclasses' options with the recipe's defaults, then the config file's values, as
+    the options' defaults (what --help shows)."""
     parser = ArgumentParser(dataclass_types)
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of options; flags on the command line override it.")
     values = dict(defaults or {})
@@ -180,18 +202,8 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None, defaults: 
         actions[key].required = False  # a value from the file satisfies a required flag
         # argparse converts string defaults with the option's type, so YAML's "5e-5" (a string) works.
         parser.set_defaults(**{key: _file_value(actions[key], key, value, source)})
-    namespace = parser.parse_args(argv)  # a bad flag or value: HfTransferError from ArgumentParser.error
-    del namespace.config
-    parsed = []
-    for dtype in dataclass_types:
-        names = {f.name for f in dtype.__dataclass_fields__.values() if f.init}
-        try:
-            parsed.append(dtype(**{k: getattr(namespace, k) for k in names if hasattr(namespace, k)}))
-        except HfTransferError:
-            raise
-        except ValueError as error:  # the dataclass's own validation, e.g. TrainingArguments' consistency checks
-            raise HfTransferError(str(error).strip().splitlines()[0]) from error
-    return tuple(parsed)
+        actions[key].default_from_recipe = True
+    return parser
 
 
 def run_cli(main: Callable[[list[str] | None], object]) -> None:
