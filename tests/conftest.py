@@ -8,6 +8,7 @@ import csv
 import os
 import random
 import re
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # One thread for the whole suite: tiny models gain nothing from threads, and on a busy 2-core machine OpenMP's
-# spinning made training tests many times slower (test_trainer.py: 182 s with two threads, 13 s with one, load 5).
+# spinning makes training tests many times slower (test_trainer.py: 182 s with two threads, 13 s with one, load 5).
 # Tests that start processes set OMP_NUM_THREADS=1 for them too.
 torch.set_num_threads(1)
 
@@ -165,6 +166,43 @@ def one_line_error(stderr: str) -> str:
     assert len(lines) == 1, f"expected one 'error:' line, got:\n{stderr[-2000:]}"
     assert not re.search(r"Traceback", stderr), stderr[-2000:]
     return lines[0]
+
+
+def cli_error(main, argv: list[str], monkeypatch, capsys, alone: bool = False) -> str:
+    """Run a recipe's `main` as its command does (through `run_cli`, with `argv` as the command line) and return
+    the one `error:` line it prints; exit status 2 is asserted. `alone`: that line is all of stderr."""
+    from hf_transfer.cli import run_cli
+
+    monkeypatch.delenv("HF_TRANSFER_DEBUG", raising=False)  # the debug traceback would break the one line
+    monkeypatch.setattr(sys, "argv", ["recipe.py", *argv])  # the program's name shows in --help only
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main)
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    line = one_line_error(stderr)
+    if alone:
+        assert stderr.strip() == line, stderr[-2000:]
+    return line
+
+
+def lora_parameter_counts(model, targets: tuple[str, ...], head: tuple[str, ...], r: int) -> tuple[int, int]:
+    """(trained, total) parameters of `model` under LoRA, counted by the rule rather than read from peft: r x (in + out)
+    for each Linear named by `targets`, and a trainable copy of the head (parameters under the `head` prefixes)."""
+    adapters = sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
+                   if name.rsplit(".", 1)[-1] in targets)
+    head_size = sum(p.numel() for name, p in model.named_parameters() if name.startswith(head))
+    total = sum(p.numel() for p in model.parameters())
+    return adapters + head_size, total + adapters + head_size
+
+
+def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, float]:
+    """Corpus WER and CER (total edits over total reference words, characters), with torchaudio's edit distance:
+    an implementation independent of hf_transfer.metrics.speech."""
+    from torchaudio.functional import edit_distance
+
+    word_edits = sum(edit_distance(r.split(), h.split()) for r, h in zip(references, hypotheses, strict=True))
+    char_edits = sum(edit_distance(r, h) for r, h in zip(references, hypotheses, strict=True))
+    return word_edits / sum(len(r.split()) for r in references), char_edits / sum(len(r) for r in references)
 
 
 # --- seq2seq: two stacks (encoder, decoder) ---

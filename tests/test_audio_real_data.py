@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 import soundfile
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, error_rates
 
 from hf_transfer.data.audio import AudioCollator, AudioDataArgs, check_audio
 from hf_transfer.data.audio_io import read_audio
@@ -71,21 +71,12 @@ def test_speech_recognition_recipe_runs_on_one_speakers_digits(recordings, tmp_p
     assert metrics["train_clips"] == 100 and metrics["validation_clips"] == 50
 
     # The error rates re-derived outside the recipe: the saved model and processor transcribe each held-out clip
-    # (greedy CTC written out here), scored against the CSV's transcripts with this file's own edit distance.
+    # (greedy CTC written out here), scored against the CSV's transcripts with torchaudio's edit distance.
     references = [r["text"] for r in rows if r["take"] in range(5)]
     hypotheses = [transcribe(out, r["path"]) for r in rows if r["take"] in range(5)]
-    char_edits = sum(levenshtein(r, h) for r, h in zip(references, hypotheses))
-    word_edits = sum(levenshtein(r.split(), h.split()) for r, h in zip(references, hypotheses))
-    assert metrics["validation_cer"] == pytest.approx(char_edits / sum(map(len, references)), abs=1e-9)
-    assert metrics["validation_wer"] == pytest.approx(word_edits / sum(len(r.split()) for r in references), abs=1e-9)
-
-
-def levenshtein(a, b) -> int:
-    table = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            table[i][j] = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
-    return table[-1][-1]
+    wer, cer = error_rates(references, hypotheses)
+    assert metrics["validation_cer"] == pytest.approx(cer, abs=1e-9)
+    assert metrics["validation_wer"] == pytest.approx(wer, abs=1e-9)
 
 
 _LOADED = {}

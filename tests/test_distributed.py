@@ -4,6 +4,7 @@ process."""
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,10 +14,19 @@ from conftest import REPO, recipe_argv
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 
 
+def free_port() -> int:
+    """A port no one listens on now: the one the system gives a socket bound to port 0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def launch(config: str, script, args, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
-    proc = subprocess.run([*ACCELERATE, "--config_file", str(REPO / "accelerate_configs" / config), str(script), *args],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    # A port of its own for each launch: concurrent test runs on one machine would otherwise meet on 29500.
+    command = [*ACCELERATE, "--config_file", str(REPO / "accelerate_configs" / config), "--main_process_port", str(free_port()),
+               str(script), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
@@ -32,7 +42,7 @@ def test_sentiment_recipe_on_two_cpu_processes(tiny_text_model_dir, review_files
     assert two["world_size"] == 2 and two["global_step"] == 8
 
     # The same global batch (8) on one process sees the same examples per step, so the mean training
-    # loss must agree; the doubled loss FACTS.md warns about would be off by a factor of two.
+    # loss must agree; the doubled loss of average_tokens_across_devices=True would be off by a factor of two.
     one = sentiment.main(recipe_argv(tiny_text_model_dir, review_files, tmp_path / "single",
                                      *common, "--per_device_train_batch_size", "8"))
     assert one["world_size"] == 1 and one["global_step"] == 8
@@ -100,4 +110,4 @@ def test_domain_adversarial_run_on_two_cpu_processes_matches_one_process(tiny_te
     a, b = load_file(tmp_path / "ddp" / "model.safetensors"), load_file(tmp_path / "single" / "model.safetensors")
     assert a.keys() == b.keys()
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert worst < 1e-5, worst  # measured 2e-7; with dropout on (per-process masks) it was 8e-3
+    assert worst < 1e-5, worst  # float rounding is ~2e-7 here; per-process dropout masks would give ~8e-3

@@ -4,13 +4,12 @@ and the methods composing with LoRA and freezing (the saved classifier loads wit
 import json
 import math
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
 from adaptation_helpers import adaptation_argv, write_domains
-from conftest import one_line_error, tiny_model
+from conftest import cli_error, lora_parameter_counts, tiny_model
 
 from hf_transfer.adaptation import (
     DOMAIN,
@@ -21,7 +20,6 @@ from hf_transfer.adaptation import (
     mmd_loss,
     reverse_gradient,
 )
-from hf_transfer.cli import run_cli
 from hf_transfer.trainer import OBJECTIVES, OBJECTIVES_FILE, attach_objective
 from recipes import domain_adaptation
 
@@ -184,7 +182,8 @@ def test_killed_and_resumed_dann_run_equals_the_uninterrupted_run(tiny_text_mode
     assert coefficients[0] == 0.0 and coefficients == sorted(coefficients)
     assert coefficients[3] == pytest.approx(dann_coefficient(3, 4), abs=1e-6)
 
-    shutil.rmtree(out / "checkpoint-4")  # what a kill right after checkpoint-2 leaves
+    shutil.rmtree(out / "checkpoint-4")  # what a kill right after checkpoint-2 leaves: no later checkpoint, no metrics
+    (out / "metrics.json").unlink()
     resumed = domain_adaptation.main(argv + ["--resume_from_checkpoint", "last"])
     assert resumed["resumed_from_step"] == 2 and resumed["global_step"] == 4
     got = load_file(out / "model.safetensors")
@@ -213,12 +212,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tiny_text_model_dir, d
     elif file:
         files["target"] = domains[file]
     out = tmp_path / "out"
-    monkeypatch.delenv("HF_TRANSFER_DEBUG", raising=False)
-    monkeypatch.setattr(sys, "argv", ["domain_adaptation.py", *adaptation_argv(tiny_text_model_dir, files, out, *extra)])
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(domain_adaptation.main)
-    assert exit_info.value.code == 2
-    assert message in one_line_error(capsys.readouterr().err)
+    argv = adaptation_argv(tiny_text_model_dir, files, out, *extra)
+    assert message in cli_error(domain_adaptation.main, argv, monkeypatch, capsys)
     assert not out.exists()
 
 
@@ -240,7 +235,7 @@ def _accuracy(model_or_folder, tokenizer_dir, csv_path):
 def test_lora_with_dann_trains_the_domain_head_and_the_adapter_reloads_without_it(tiny_text_model_dir, domains, tmp_path):
     from peft import AutoPeftModelForSequenceClassification
     from safetensors.torch import load_file
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     out = tmp_path / "lora"
     metrics = domain_adaptation.main(adaptation_argv(
@@ -249,7 +244,9 @@ def test_lora_with_dann_trains_the_domain_head_and_the_adapter_reloads_without_i
     assert metrics["global_step"] == 4
     early, late = (load_file(out / f"checkpoint-{s}" / OBJECTIVES_FILE) for s in (2, 4))
     assert any(not torch.equal(early[k], late[k]) for k in early), "the domain head did not train"
-    assert metrics["trainable_parameters"] > sum(v.numel() for v in late.values())  # adapters + head + domain head
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_text_model_dir, num_labels=2)
+    adapters_and_head, _ = lora_parameter_counts(base, ("query", "value"), ("bert.pooler.", "classifier."), r=4)
+    assert metrics["trainable_parameters"] == adapters_and_head + sum(v.numel() for v in late.values())  # + the domain head
     assert not any(OBJECTIVES in k for k in load_file(out / "adapter_model.safetensors"))
     config = AutoConfig.from_pretrained(out)
     model = AutoPeftModelForSequenceClassification.from_pretrained(out, id2label=config.id2label, label2id=config.label2id)
@@ -268,7 +265,7 @@ def test_domain_norm_run_saves_the_target_domain_classifier(tiny_text_model_dir,
     # The target accuracy measured with the per-domain statistics is the saved (folded) plain model's own accuracy.
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert _accuracy(model, out, domains["target"]) == pytest.approx(metrics["target_accuracy"])
-    assert metrics["validation_accuracy"] >= 0 and metrics["target_scored_rows"] == 24
+    assert metrics["target_scored_rows"] == 24
     # The model card says what was adapted to and scores the target beside the source.
     card = (out / "README.md").read_text()
     assert "- **Domain adaptation:** `domain_norm`" in card and "`target.csv`, 24 rows in the training stream" in card

@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 from conftest import NEGATIVE, POSITIVE, make_tokenizer, review_rows, tiny_config
-from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
+from trainer_helpers import KillAfter
+from transformers import DataCollatorWithPadding, TrainingArguments
 
 from hf_transfer import HfTransferError, StrategyArgs, TransferTrainer, apply_strategy
 from hf_transfer.prefix_cache import FrozenPrefixCache, inputs_vary_per_epoch
@@ -188,13 +189,6 @@ def test_the_prefix_runs_in_eval_mode_and_the_rest_in_train_mode(tokenizer, trai
 
 
 # --- resume ---
-class KillAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 @pytest.mark.parametrize("padding", ["per_batch", "fixed"])

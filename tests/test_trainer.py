@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from conftest import make_tokenizer, review_rows
+from trainer_helpers import KillAfter
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -154,15 +155,6 @@ def test_gradual_by_epoch_unfreezes_once_per_epoch(tokenizer, train_set, tmp_pat
         assert all(torch.equal(p, before[n]) for n, p in group.named_parameters), group.name
     for group in groups[2:]:
         assert any(not torch.equal(p, before[n]) for n, p in group.named_parameters), group.name
-
-
-class KillAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 @pytest.mark.parametrize("strategy", [

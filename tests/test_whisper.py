@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,14 @@ from audio_helpers import (
     save_whisper_checkpoint,
     tiny_whisper_config,
 )
+from conftest import cli_error, error_rates
 
 from hf_transfer import StrategyArgs, head_module_names, layer_groups
 from hf_transfer.errors import HfTransferError
+from hf_transfer.models import ctranslate2 as whisper_ct2
 from recipes import audio_classification
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-import whisper_ct2  # noqa: E402
 
 D, HEADS, FFN, VOCAB, MELS, SRC, TGT = 8, 2, 12, 16, 80, 50, 10  # SRC 50: a 1 s window
 
@@ -60,14 +59,22 @@ def synthetic_arrays(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def write_tokenizer(path: Path) -> None:
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
+    """A byte-level BPE like Whisper's own, over the transcripts' letters: "zero" is four tokens, "one two" two.
 
-    words = ["<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>", "zero", "one", "two"]
-    vocab = {w: i for i, w in enumerate(words + [f"w{i}" for i in range(VOCAB - len(words))])}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<|endoftext|>"))
-    tokenizer.pre_tokenizer = Whitespace()
+    Byte-level BPE because transformers rebuilds a saved Whisper tokenizer as one (from vocab and merges): a word-level
+    vocabulary would come back unable to spell the transcripts. The special tokens are Whisper's, at ids 0-2.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    special = ["<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>"]
+    merges = [("o", "n"), ("on", "e"), ("t", "w"), ("tw", "o"), ("Ġ", "two")]  # Ġ: a space, in byte-level BPE
+    symbols = special + list("zerontwĠ") + ["".join(m) for m in merges]
+    assert len(symbols) == VOCAB
+    tokenizer = Tokenizer(BPE({s: i for i, s in enumerate(symbols)}, merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(t, special=True) for t in special])
     tokenizer.save(str(path))
 
 
@@ -77,7 +84,8 @@ def ct2_folder(tmp_path_factory):
     arrays = synthetic_arrays()
     whisper_ct2.write_ct2(folder / "model.bin", arrays, aliases={"decoder/projection/weight": "decoder/embeddings/weight"})
     write_tokenizer(folder / "tokenizer.json")
-    (folder / "config.json").write_text(json.dumps({"suppress_ids": [5], "suppress_ids_begin": [0]}))
+    # Suppressed: "on", a merge step that no transcript ends on, so the recognition test can still spell every word.
+    (folder / "config.json").write_text(json.dumps({"suppress_ids": [11], "suppress_ids_begin": [0]}))
     return folder, arrays
 
 
@@ -117,7 +125,7 @@ def test_converted_checkpoint_holds_the_synthetic_arrays_with_qkv_split(ct2_fold
     assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
     assert np.array_equal(model.proj_out.weight.detach().numpy(), a["decoder/embeddings/weight"].astype(np.float32))
     gen = model.generation_config
-    assert (gen.decoder_start_token_id, gen.eos_token_id, gen.no_timestamps_token_id, gen.suppress_tokens) == (1, 0, 2, [5])
+    assert (gen.decoder_start_token_id, gen.eos_token_id, gen.no_timestamps_token_id, gen.suppress_tokens) == (1, 0, 2, [11])
     with torch.no_grad():  # the converted model runs end to end (2 * SRC mel frames)
         out_ids = model.generate(torch.randn(1, MELS, 2 * SRC), max_new_tokens=3)
     assert out_ids.shape[0] == 1
@@ -204,7 +212,7 @@ def _argv(root, model, out, *extra):
 
 
 @pytest.mark.parametrize("strategy", [["--strategy", "full"], ["--strategy", "freeze", "--freeze_bottom", "1"],
-                                      ["--strategy", "freeze", "--freeze_bottom", "1", "--cache_frozen_prefix", "--prefix_cache_dir", "none"],
+                                      ["--strategy", "freeze", "--freeze_bottom", "1", "--cache_frozen_prefix"],
                                       ["--strategy", "lora", "--from_scratch", "true"]], ids=["full", "freeze", "freeze_cached", "lora_scratch"])
 def test_recipe_trains_whisper_at_a_1s_window_with_the_conv_stem_bitwise_unchanged(whisper_audio, tmp_path, strategy):
     from safetensors.torch import load_file
@@ -234,12 +242,8 @@ def test_recipe_trains_whisper_at_a_1s_window_with_the_conv_stem_bitwise_unchang
 
 def test_a_window_longer_than_the_position_table_is_one_line_exit_2_and_writes_nothing(whisper_audio, tmp_path, monkeypatch, capsys):
     root, model = whisper_audio
-    monkeypatch.setattr(sys, "argv", ["audio_classification.py", *_argv(root, model, tmp_path / "out", "--whisper_window_seconds", "3")])
-    with pytest.raises(SystemExit) as exit_info:
-        audio_classification.run_cli(audio_classification.main)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert "100 (2 s)" in err and "\n" not in err
+    argv = _argv(root, model, tmp_path / "out", "--whisper_window_seconds", "3")
+    assert "100 (2 s)" in cli_error(audio_classification.main, argv, monkeypatch, capsys, alone=True)
     assert not (tmp_path / "out").exists()
 
 
@@ -252,19 +256,22 @@ def test_a_cache_refused_by_the_trainer_is_one_line_and_leaves_an_earlier_run_al
     (out / "metrics.json").write_text("{}")  # an earlier run's file
     argv = _argv(root, model, out, "--whisper_window_seconds", "1", "--strategy", "freeze", "--freeze_bottom", "1",
                  "--cache_frozen_prefix", "--speed_factors", "0.9", "1.1", "--overwrite_output_dir", "true")
-    monkeypatch.setattr(sys, "argv", ["audio_classification.py", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        audio_classification.run_cli(audio_classification.main)
-    assert exit_info.value.code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the data checks' progress bars: the one line
-    assert "--cache_frozen_prefix" in last and "--speed_factors" in last and "drop --cache_frozen_prefix" in last
+    line = cli_error(audio_classification.main, argv, monkeypatch, capsys)  # among the data checks' progress bars
+    assert "--cache_frozen_prefix" in line and "--speed_factors" in line and "drop --cache_frozen_prefix" in line
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
 
 
-def test_whisper_recognition_recipe_generates_and_scores_wer_with_the_stem_and_positions_unchanged(ct2_folder, whisper_audio, tmp_path):
+def test_whisper_recognition_recipe_generates_and_scores_wer_with_the_stem_and_positions_unchanged(
+        ct2_folder, whisper_audio, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
+    from hf_transfer.metrics.speech import WhisperRecognitionMetrics
     from recipes import whisper_speech_recognition
+
+    scored = []  # the generated and the label ids of each evaluation, as the Trainer hands them to the metric
+    score = WhisperRecognitionMetrics.__call__
+    monkeypatch.setattr(WhisperRecognitionMetrics, "__call__",
+                        lambda self, p: scored.append((np.asarray(p.predictions), np.asarray(p.label_ids))) or score(self, p))
 
     folder, _ = ct2_folder
     model = whisper_ct2.convert(folder, tmp_path / "converted")
@@ -277,7 +284,21 @@ def test_whisper_recognition_recipe_generates_and_scores_wer_with_the_stem_and_p
         "--model_name_or_path", str(model), "--train_file", str(tmp_path / "train.csv"), "--validation_file", str(tmp_path / "dev.csv"),
         "--output_dir", str(tmp_path / "out"), "--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2",
         "--save_strategy", "no", "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", "--generation_max_length", "6"])
-    assert 0 <= metrics["validation_wer"] and "validation_cer" in metrics
+    # The error rates again from the strings: the generated ids decoded by the saved tokenizer, against the CSV's
+    # transcripts (which the label ids must decode to, in order), scored with torchaudio's edit distance.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+
+    def decode(ids) -> list[str]:  # -100 pads the labels and joined batches; the words carry no case or punctuation
+        texts = tokenizer.batch_decode(np.where(ids < 0, tokenizer.pad_token_id, ids), skip_special_tokens=True)
+        return [" ".join(t.split()) for t in texts]
+
+    generated, labels = scored[-1]
+    references = decode(labels)
+    assert references == [r["text"] for r in rows["dev"]], references
+    wer, cer = error_rates(references, decode(generated))
+    assert (metrics["validation_wer"], metrics["validation_cer"]) == (pytest.approx(wer), pytest.approx(cer))
     before, after = load_file(model / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
     # The encoder's sinusoidal table is frozen; the decoder's positions are learned in Whisper and train.
     for name in ("model.encoder.conv1.weight", "model.encoder.embed_positions.weight"):
