@@ -1,8 +1,8 @@
 """hf_transfer: transfer learning on the Hugging Face stack. The layer map feeds every strategy.
 
 The names below are imported on first use (PEP 562 module `__getattr__`), so `import hf_transfer` and a
-recipe's `--help` do not pay for torch and transformers' Trainer before they are needed;
-`from hf_transfer import TransferTrainer` works as before.
+recipe's `--help` do not pay for torch and transformers' Trainer before they are needed, and
+`from hf_transfer import TransferTrainer` imports the trainer module then.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value  # later look-ups skip this function
         return value
-    try:  # `hf_transfer.layers` without importing it first, as when every submodule was imported eagerly
+    try:  # `hf_transfer.layers` as an attribute, without importing the submodule first
         return importlib.import_module(f".{name}", __name__)
     except ModuleNotFoundError as error:
         if error.name != f"{__name__}.{name}":

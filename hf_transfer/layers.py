@@ -7,7 +7,7 @@ that knows how an architecture is laid out. An architecture has one or more para
     [embeddings, <stack 1> block_0 .. block_{n-1}, <stack 2> block_0 .. block_{m-1}, ..., head]
 
 bottom to top within each stack, stacks in the order they run. A one-stack model names its blocks
-`block_0`.. (as before stacks existed, so checkpoints and logs keep their names); with several stacks
+`block_0`.. (short names where there is only one stack to name); with several stacks
 they are `encoder.block_0`.., `decoder.block_0`... Each group carries `stack` (None for the embeddings
 and the head) and `depth_from_top`:
 
@@ -280,8 +280,9 @@ def _spec_and_root(model: nn.Module) -> tuple[ArchitectureSpec, nn.Module]:
     return architecture_spec(config.model_type), model.base_model
 
 
-def _map(model: nn.Module) -> list[LayerGroup]:
-    """The groups of a transformers model from its spec; names are fixed later by `layer_groups`."""
+def architecture_groups(model: nn.Module) -> list[LayerGroup]:
+    """The groups of a transformers model from its architecture's spec, whatever the model declares itself (a
+    `transfer_layer_groups` method builds on this); names are fixed later by `layer_groups`."""
     spec, root = _spec_and_root(model)
     on_top = {path for path, flag in spec.on_top_if if _config_attr(model.config, flag)}
 
@@ -349,7 +350,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
                 "(stack None, depth_from_top 0)"
             )
     else:
-        groups = _map(inner)
+        groups = architecture_groups(inner)
 
     # Names as the model passed in reports them (peft and DDP add prefixes), one group per parameter.
     owners: dict[int, int] = {}

@@ -99,6 +99,29 @@ def warn_missing_prefix(config, source_prefix: str | None) -> None:
         )
 
 
+def warn_prefix_without_t5(config, source_prefix: str | None) -> None:
+    """A task prefix is a T5 convention; other models (BART, Marian, a warm-started encoder-decoder) never saw one."""
+    model_type = config.encoder.model_type if config.model_type == ENCODER_DECODER else config.model_type
+    if source_prefix and model_type not in STARTS_FROM_PAD:
+        logger.warning("--source_prefix %r is a T5 convention; a %s model was not trained with task prefixes and reads "
+                       "it as part of every source (drop it unless you mean to)", source_prefix, model_type)
+
+
+def fit_lengths_to_positions(config, max_source_length: int, max_target_length: int) -> tuple[int, int]:
+    """The source and target length limits cut to the model's position tables, with a warning when that cuts them:
+    longer inputs would fail at the first training step. Models with relative positions (T5) have no such table."""
+    encoder, decoder = (config.encoder, config.decoder) if config.model_type == ENCODER_DECODER else (config, config)
+    fitted = []
+    for option, length, part in (("max_source_length", max_source_length, encoder), ("max_target_length", max_target_length, decoder)):
+        positions = getattr(part, "max_position_embeddings", None)
+        if positions is not None and length > positions:
+            logger.warning("--%s %d exceeds the %s model's %d positions: texts are cut at %d tokens instead",
+                           option, length, part.model_type, positions, positions)
+            length = positions
+        fitted.append(length)
+    return fitted[0], fitted[1]
+
+
 def is_seq2seq_config(config) -> bool:
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
@@ -204,12 +227,10 @@ def declare_new_modules_in_head(model, marker: str = NEW_IN_WARM_START) -> None:
     """
     from dataclasses import replace
 
-    from hf_transfer.layers import (
-        _map,  # the architecture's own map; layer_groups would call this declaration again
-    )
+    from hf_transfer.layers import architecture_groups  # layer_groups would call this declaration again
 
     def transfer_layer_groups():
-        groups = _map(model)
+        groups = architecture_groups(model)
         new = {id(p) for name, p in model.named_parameters() if f".{marker}." in f".{name}."}
         moved = tuple((n, p) for g in groups[:-1] for n, p in g.named_parameters if id(p) in new)
         kept = [replace(g, named_parameters=tuple((n, p) for n, p in g.named_parameters if id(p) not in new)) for g in groups[:-1]]
@@ -260,6 +281,9 @@ def build_seq2seq_model(args, data):
         # about old checkpoints): noise for a model built now.
         warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way", category=FutureWarning)
     set_generation_tokens(model, tokenizer)
+    # Saved with the model: generation as this run evaluated it (the checkpoint's own default is often 20 tokens).
+    model.generation_config.max_length = args.training.generation_max_length
+    model.generation_config.num_beams = args.training.generation_num_beams
     return model
 
 

@@ -19,8 +19,10 @@ def load_seq2seq_task(args: Args) -> TaskData:
         check_generation_args,
         check_seq2seq_config,
         encoder_decoder_config,
+        fit_lengths_to_positions,
         resolve_encoder_decoder,
         warn_missing_prefix,
+        warn_prefix_without_t5,
     )
 
     data_args, train_args = args[Seq2SeqDataArgs], args.training
@@ -30,8 +32,11 @@ def load_seq2seq_task(args: Args) -> TaskData:
     tokenizer = load_tokenizer(args.model)
     config = config or encoder_decoder_config(args.model, decoder, tokenizer)
     check_seq2seq_config(config, tokenizer, args.model.model_name_or_path)
+    data_args.max_source_length, data_args.max_target_length = fit_lengths_to_positions(
+        config, data_args.max_source_length, data_args.max_target_length)
     args.strategy.check_config(config)
     warn_missing_prefix(config, data_args.source_prefix)
+    warn_prefix_without_t5(config, data_args.source_prefix)
     # A BERT tokenizer starts every target with [CLS], the warm-started decoder's start token: not a label.
     strip = config.decoder_start_token_id if config.model_type == ENCODER_DECODER else None
     data = load_seq2seq(data_args, tokenizer, seed=train_args.seed, strip_label_start=strip)
