@@ -246,3 +246,26 @@ def test_a_two_row_train_file_without_validation_gives_both_splits(tmp_path, cap
     assert len(data.datasets["train"]) == 1 and len(data.datasets["validation"]) == 1
     assert sorted([*data.datasets["train"]["labels"], *data.datasets["validation"]["labels"]]) == [0, 1]
     assert "not stratified by label" in caplog.text
+
+
+def test_a_label_with_one_training_example_is_named_when_validation_is_given(caplog):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"text": Value("string"), "labels": ClassLabel(names=["cat", "dog", "owl"])})
+    train = Dataset.from_dict({"text": list("abcde"), "labels": [0, 0, 1, 1, 2]}, features=features)
+    validation = Dataset.from_dict({"text": list("xy"), "labels": [0, 2]}, features=features)
+    with caplog.at_level(logging.WARNING):
+        data = hold_out_validation(DatasetDict(train=train, validation=validation), 10, seed=0, what="image")
+    assert data["validation"] is validation and len(data["train"]) == 5  # the given split is kept as it is
+    assert [r.getMessage() for r in caplog.records] == [
+        "label(s) with a single training image: owl; the model sees each once an epoch: add examples"]
+
+
+def test_the_summary_counts_files_skipped_in_training_too(tmp_path, capsys):
+    from hf_transfer.run.finish import print_summary
+
+    print_summary({"trainable_parameters": 1, "total_parameters": 2, "wall_time_s": 1.0, "train_bad_images_skipped": 3,
+                   "validation_bad_images_skipped": 1, "train_images": 40}, tmp_path)
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["train_bad_images_skipped", "3"] in lines and ["validation_bad_images_skipped", "1"] in lines
+    assert not any(line[:1] == ["train_images"] for line in lines)

@@ -32,6 +32,20 @@ def _why_not_stratified(dataset, n_train: int, n_test: int, what: str) -> str | 
     return None
 
 
+def warn_rare_labels(train, what: str = "row") -> None:
+    """One line naming the labels with a single training example: a class the model sees once is barely learnt, and a
+    given validation split hides that (with none, the hold-out's stratification says so)."""
+    from datasets import ClassLabel
+
+    feature = train.features.get("labels")
+    if not isinstance(feature, ClassLabel):
+        return
+    single = sorted(feature.int2str(label) for label, n in Counter(list(train["labels"])).items() if n == 1)
+    if single:
+        logger.warning("label(s) with a single training %s: %s; the model sees each once an epoch: add examples",
+                       what, ", ".join(single[:10]) + (f" and {len(single) - 10} more" if len(single) > 10 else ""))
+
+
 def hold_out_validation(data, percentage: int, seed: int, stratify: bool = True, what: str = "row"):
     """`data` with a validation split: `percentage`% of train held out, stratified by `labels` when asked.
 
@@ -39,6 +53,7 @@ def hold_out_validation(data, percentage: int, seed: int, stratify: bool = True,
     hold-out is random instead, with a warning saying why (a few-row file is a valid smoke test).
     """
     if "validation" in data:
+        warn_rare_labels(data["train"], what)
         return data
     train = data["train"]
     # `datasets` rounds the held-out share up and the rest down; at least one row must be left on each side.

@@ -108,7 +108,9 @@ def print_summary(results: dict, output_dir: Path, task_lines: list[str] = ()) -
     if "train_examples" in results:
         epochs = f", {results['epochs']:g} epochs" if "epochs" in results else ""
         lines.append(f"  {'training data':<36} {results['train_examples']:,} examples{epochs}, {results.get('global_step', 0)} steps")
-    for key in sorted(k for k in results if k.startswith(_REPORTED) and not k.endswith(_NOT_REPORTED)):
+    # Evaluation scores, and what the data checks left out of any split (training's skipped files too).
+    shown = [k for k in results if (k.startswith(_REPORTED) or k.endswith("_skipped")) and not k.endswith(_NOT_REPORTED)]
+    for key in sorted(shown):
         value = results[key]
         lines.append(f"  {key:<36} {value:.4f}" if isinstance(value, float) else f"  {key:<36} {value}")
     t, n = results["trainable_parameters"], results["total_parameters"]
