@@ -253,13 +253,20 @@ def main(argv: list[str] | None = None) -> dict:
     def size_flags(size):
         return [] if size is None else [f"--{option}", str(size)]
 
-    def run_argv(arm, extra, data, size, seed, run_dir, variant=None):
+    def run_folder(arm, size, variant, seed, fold_index):
+        return (out / (f"size_{size}" if size is not None else "") / (f"variant_{variant}" if variant else "")
+                / arm / f"seed_{seed}" / (f"fold_{fold_index}" if fold_index is not None else ""))
+
+    def run_argv(arm, extra, data, size, seed, run_dir, variant=None, fold_index=None):
         argv = base + variants[variant] + data + size_flags(size) + ["--seed", str(seed), "--output_dir", str(run_dir)]
         if arm == frozen_arm(args):
             return linear_probe, argv + ["--recipe", args.recipe, "--heads", args.frozen_head,
                                          "--feature_cache_dir", args.feature_cache_dir]
         overwrite = ["--overwrite_output_dir", "true"] if args.overwrite_output_dir else []
-        return recipe, argv + extra + overwrite
+        # A strategy's model card puts the references of its seed and data (run before it) beside its own results.
+        references = [f"{ref}={run_folder(ref, size, variant, seed, fold_index)}" for ref in plan
+                      if ref in (SCRATCH, frozen_arm(args)) and arm not in (SCRATCH, frozen_arm(args))]
+        return recipe, argv + extra + overwrite + (["--compare_references", *references] if references else [])
 
     # Every run's flags are checked before the first one trains.
     for variant in variants:
@@ -276,10 +283,10 @@ def main(argv: list[str] | None = None) -> dict:
         for arm, extra in plan.items():
             for seed in args.seeds:
                 for fold_index, fold in enumerate(folds):
-                    run_dir = (out / (f"size_{size}" if size is not None else "") / (f"variant_{variant}" if variant else "")
-                               / arm / f"seed_{seed}" / (f"fold_{fold_index}" if fold else ""))
+                    fold_index = fold_index if fold else None
+                    run_dir = run_folder(arm, size, variant, seed, fold_index)
                     data = ["--dataset_name", "", "--train_file", fold[0], "--validation_file", fold[1]] if fold else []
-                    module, run_args = run_argv(arm, extra, data, size, seed, run_dir, variant)
+                    module, run_args = run_argv(arm, extra, data, size, seed, run_dir, variant, fold_index)
                     if args.in_process:
                         metrics = run_in_process(module, run_args, run_dir)
                     else:
@@ -288,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
                         _check_metric(metric, metrics, arm)  # a wrong --metric fails after one run, not after all
                     history_file = run_dir / "log_history.json"
                     history = json.loads(history_file.read_text()) if history_file.is_file() else []
-                    runs.append(Run(arm, seed, metrics, history, str(run_dir), fold_index if fold else None, size, variant))
+                    runs.append(Run(arm, seed, metrics, history, str(run_dir), fold_index, size, variant))
                     where = (f" size {size}" if size is not None else "") + (f" {variant}" if variant else "") + \
                         (f" fold {fold_index}" if fold else "")
                     print(f"[compare] {arm} seed {seed}{where}: {metric} {metrics.get(metric, float('nan')):.4f} "

@@ -36,6 +36,8 @@ def write_domains(folder: Path) -> dict[str, Path]:
                                        header=("text",)),
         "other_column_target": write_csv(folder / "other_column_target.csv", domain_rows(8, TARGET_NOUNS, 5),
                                          header=("review", "label")),
+        # Star ratings scored against a negative/positive source: integers that are no label of the source.
+        "star_target": write_csv(folder / "star_target.csv", [(t, str(1 + i % 5)) for i, (t, _) in enumerate(domain_rows(10, TARGET_NOUNS, 6))]),
     }
     return files
 

@@ -203,7 +203,10 @@ def test_killed_and_resumed_dann_run_equals_the_uninterrupted_run(tiny_text_mode
     ("other_column_target", [], "no 'text' column, the source's text column"),
     (None, ["--adaptation", "bogus"], "unknown --adaptation 'bogus'"),
     (None, ["--adaptation", "coral", "--adaptation_weight", "-0.5"], "--adaptation_weight must be >= 0"),
-], ids=["empty target", "source without labels", "different text columns", "unknown method", "negative weight"])
+    ("train", [], "is the source's training data (32 of its 32 texts are source training texts)"),
+    ("star_target", [], "star_target.csv are outside the source's label set ['negative', 'positive']: ['1', '2', '3', '4', '5']"),
+], ids=["empty target", "source without labels", "different text columns", "unknown method", "negative weight",
+        "target is the source", "target labels of another set"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tiny_text_model_dir, domains, tmp_path, monkeypatch, capsys,
                                                           file, extra, message):
     files = dict(domains)
@@ -346,3 +349,33 @@ def test_the_amazon_reviews_parse_into_balanced_domains():
         assert not any("<review_text>" in t or "</review" in t or not t.strip() for t in texts), domain
         repeats[domain] = len(texts) - len(set(texts))
     assert sum(repeats.values()) == 147  # the data card's count of repeated texts
+
+
+def test_a_small_target_is_warned_about(tiny_text_model_dir, domains, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        domain_adaptation.main(adaptation_argv(tiny_text_model_dir, domains, tmp_path / "out", "--max_steps", "1"))
+    assert ("the target set has only 24 texts: too few to adapt to or to score reliably (aim for 100 or more)"
+            in [r.getMessage() for r in caplog.records])
+
+
+def test_proxy_a_distance_stays_in_its_range_when_the_domains_share_rows():
+    """Rows present in both domains make a memorising domain classifier worse than chance on held-out rows (their twin
+    was in training with the other label); the distance then uses the flipped classifier's error, as cross-validated
+    predictions computed apart give it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from hf_transfer.adaptation.diagnostics import proxy_a_distance
+
+    rows = np.random.default_rng(0).normal(size=(40, 64))
+    x, y = np.concatenate([rows, rows]), np.repeat([0, 1], 40)
+    predicted = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=42)), x, y,
+                                  cv=StratifiedKFold(2, shuffle=True, random_state=42))
+    error = float((predicted != y).mean())  # the two folds are equal in size: their mean error is this
+    assert error > 0.5  # the case the flip is for
+    assert proxy_a_distance(rows, rows.copy()) == pytest.approx(2 * (1 - 2 * (1 - error)))
+    assert proxy_a_distance(rows, rows + 100.0) == 2.0  # separable domains: the top of the scale

@@ -127,7 +127,8 @@ def test_head_of_another_size_names_the_shapes_and_the_option(three_label_dir, c
 
 
 class Reworded:
-    """An auto class whose mismatch error no longer mentions ignore_mismatched_sizes (a future transformers)."""
+    """An auto class whose shape-mismatch error is worded without ignore_mismatched_sizes, as another transformers
+    release may word it: the mismatch must be found from the shapes, not the message."""
 
     def __init__(self, auto_class, message):
         self.auto_class, self.message = auto_class, message

