@@ -557,16 +557,3 @@ def test_the_model_cards_data_facts_agree_with_the_data_cards():
         assert set(known.languages) == set(languages), key
         if data.license != "other":
             assert known.licence.lower().replace(" ", "-") == data.license, key
-
-
-def test_an_adapter_names_its_base_model_publicly_in_every_adapter_config(tiny_text_model_dir, review_files, tmp_path):
-    out = tmp_path / "out"
-    sentiment.main(recipe_argv(tiny_text_model_dir, review_files, out, "--strategy", "lora", "--lora_r", "2",
-                               "--save_strategy", "steps", "--save_steps", "4", "--base_model_name", "org/tiny-bert"))
-    configs = [out / "adapter_config.json", *sorted(out.glob("checkpoint-*/adapter_config.json"))]
-    assert len(configs) > 1
-    assert {json.loads(p.read_text())["base_model_name_or_path"] for p in configs} == {"org/tiny-bert"}
-    # Without a public name the local folder is all there is, and stays.
-    plain = tmp_path / "plain"
-    sentiment.main(recipe_argv(tiny_text_model_dir, review_files, plain, "--strategy", "lora", "--lora_r", "2"))
-    assert json.loads((plain / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_text_model_dir)

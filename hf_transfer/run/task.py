@@ -174,8 +174,7 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
     from hf_transfer.run.finish import finish
     from hf_transfer.run.launch import choose_threads, native_bf16, precision
     from hf_transfer.run.outputs import OutputArgs, start_output_dir
-    from hf_transfer.sharing.adapters import name_base_model
-    from hf_transfer.sharing.cards import base_model_names, complete_output
+    from hf_transfer.sharing.cards import complete_output
     from hf_transfer.sharing.hub import push_output
     from hf_transfer.strategies import apply_strategy
 
@@ -189,7 +188,6 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
     set_seed(train_args.seed)  # the new head's initialisation (or a from-scratch model's) is part of the run
     model = (task.build_model or (lambda a, d: _default_build_model(task, a, d)))(args, data)
     model = task.prepare_model(model, args) if task.prepare_model else apply_strategy(model, strategy)
-    name_base_model(model, [] if args.model.from_scratch else base_model_names(args))
     trainers.check_setup(model, train_args, strategy, data.collator)  # what the trainer would refuse, before any write
     start_output_dir(train_args, args[OutputArgs], identity, resume)  # the first write: everything loaded and checked
     trainer = getattr(trainers, task.trainer_class)(

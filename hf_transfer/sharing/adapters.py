@@ -20,18 +20,6 @@ def peft_settings(model) -> dict | None:
     return settings
 
 
-def name_base_model(model, names: list[str]) -> None:
-    """Record the base model's public name (a Hub id) in a peft model's adapter config, which every save writes into
-    adapter_config.json: by default peft records the path it was loaded from, a folder on this machine (a
-    virtualenv's, for the embedded default) that means nothing where the adapter is used. Without a public name
-    (a local folder and no --base_model_name) the path stays: it is all there is."""
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel) and len(names) == 1:
-        for config in model.peft_config.values():
-            config.base_model_name_or_path = names[0]
-
-
 def save_adapter_config(model, out: Path) -> None:
     """The trained model's config beside the adapter: its label names (id2label, label2id) and head sizes, which
     the base model's own config lacks, so a reload gets them back (see the card's "How to use")."""
