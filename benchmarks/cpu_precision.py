@@ -2,9 +2,10 @@
 
     python benchmarks/cpu_precision.py                      # every part (about an hour on 2 cores)
     python benchmarks/cpu_precision.py --parts demo steps   # some parts; finished runs are kept and skipped
+    OMP_NUM_THREADS=1 python benchmarks/cpu_precision.py --parts cached &   # parts can run side by side
 
-Parts (every run is the sentiment recipe in its own process, `python recipes/sentiment.py ...`, with the machine's
-default threads; precision set explicitly with --bf16 true/false):
+Parts (every run is the sentiment recipe in its own process, `python recipes/sentiment.py ...`, with the threads
+OMP_NUM_THREADS gives (the machine's default without it); precision set explicitly with --bf16 true/false):
 - sst2: 8,000 SST-2 training sentences, 1 epoch, MiniLM-L6 (the embedded default), seeds 1-3; full fine-tuning and
   freeze-bottom-4, fp32 and bf16. Train time (`train_runtime`: trainer.train() alone) and dev accuracy.
 - cached: the same data for 10 epochs, one seed, no evaluation during training: fp32 freeze-bottom-4 against fp32 and
@@ -41,8 +42,10 @@ def load() -> dict:
 
 
 def save(results: dict) -> None:
+    if RESULTS.exists():  # parts may run in separate processes at once: keep what the others wrote
+        results["runs"] = {**json.loads(RESULTS.read_text())["runs"], **results["runs"]}
     results["headline"] = headline(results)
-    tmp = RESULTS.with_suffix(".tmp")
+    tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
     os.replace(tmp, RESULTS)
 
