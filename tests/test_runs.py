@@ -77,6 +77,8 @@ def test_resume_skips_a_checkpoint_cut_off_during_its_save(tiny_text_model_dir, 
 
     resumed = sentiment.main(argv + ["--resume_from_checkpoint", "last"])
     printed = capsys.readouterr().out
+    assert "starts from random weights" not in printed  # the head comes from the checkpoint, and the note says so
+    assert "come from checkpoint-12, which this run resumes" in printed
     assert "removed checkpoint-16: it was not completely written (no trainer state, no weights, temporary files of an unfinished write)" in printed
     # The resumed run saved step 16 again: a whole checkpoint, with nothing of the cut-off one left.
     assert (partial / "trainer_state.json").is_file() and not (partial / "model.safetensors.tmp").exists()

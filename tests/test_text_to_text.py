@@ -205,8 +205,15 @@ def test_prefix_truncation_and_t5_prefix_warning(t5_dir, copy_files, tmp_path, c
 def test_empty_targets_are_an_error_or_dropped(t5_dir, tmp_path):
     rows = copy_rows(10, 7) + [("the cat", ""), ("", "a dog")]
     files = {"train": write_table(tmp_path / "train.csv", rows), "validation": write_table(tmp_path / "v.csv", copy_rows(4, 8))}
-    with pytest.raises(HfTransferError, match=r"1 pair\(s\) have an empty target and 1 an empty source \(train 2\).*--drop_empty true"):
+    with pytest.raises(HfTransferError, match=r"1 pair\(s\) have an empty or missing target and 1 an empty or missing source "
+                                              r"\(train 2, the first at row 11\).*--drop_empty true"):
         load(argv(t5_dir, files, tmp_path / "o"))
+    # A jsonl line without the target key is a missing target, found by its line number.
+    lines = [json.dumps({"source": s, "target": t}) for s, t in copy_rows(6, 7)]
+    lines.insert(3, json.dumps({"source": "the cat"}))
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(HfTransferError, match=r"1 pair\(s\) have an empty or missing target .*\(train 1, the first at row 4\)"):
+        load(argv(t5_dir, {**files, "train": tmp_path / "train.jsonl"}, tmp_path / "o"))
     _, data = load(argv(t5_dir, files, tmp_path / "o", "--drop_empty", "true"))
     assert len(data.datasets["train"]) == 10 and data.report["dropped_empty_pairs"] == 2
 

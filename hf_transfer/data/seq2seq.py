@@ -218,22 +218,23 @@ def check_empty_pairs(data, source: str, target: str, drop: bool):
         tgt_empty = [not _as_text(v).strip() for v in dataset[target]]
         empty_sources += sum(src_empty)
         empty_targets += sum(tgt_empty)
-        bad = sum(s or t for s, t in zip(src_empty, tgt_empty))
-        if bad:
-            per_split[split] = bad
+        rows = [i for i, (s, t) in enumerate(zip(src_empty, tgt_empty)) if s or t]
+        if rows:
+            per_split[split] = (len(rows), rows[0] + 1)
         kept[split] = [i for i, (s, t) in enumerate(zip(src_empty, tgt_empty)) if not (s or t)]
     if not per_split:
         return data, 0
-    where = ", ".join(f"{split} {n}" for split, n in per_split.items())
+    # Rows are counted from 1 among the data rows: a jsonl file's line number, a csv's line number less its header.
+    where = ", ".join(f"{split} {n}, the first at row {first}" for split, (n, first) in per_split.items())
     if not drop:
         raise HfTransferError(
-            f"{empty_targets} pair(s) have an empty target and {empty_sources} an empty source ({where}); "
-            "fill them in or pass --drop_empty true to drop them"
+            f"{empty_targets} pair(s) have an empty or missing target and {empty_sources} an empty or missing source "
+            f"({where}); fill them in or pass --drop_empty true to drop them"
         )
     for split, keep in kept.items():
         if not keep:
             raise HfTransferError(f"every pair in the {split} split has an empty source or target; give it at least one full pair")
-    dropped = sum(per_split.values())
+    dropped = sum(n for n, _ in per_split.values())
     logger.warning("dropped %d pairs with an empty source or target (%s)", dropped, where)
     return DatasetDict({s: d.select(kept[s]) if len(kept[s]) < len(d) else d for s, d in data.items()}), dropped
 

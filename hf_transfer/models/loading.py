@@ -5,6 +5,7 @@ import logging
 import os
 import warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,8 +174,25 @@ def _head_kind(model) -> str:
     return "head"
 
 
+_RESUMING_FROM: ContextVar[str | None] = ContextVar("resuming_from", default=None)
+
+
+@contextmanager
+def resuming_from(checkpoint: str | None):
+    """Models built inside are about to be overwritten by a training checkpoint: their notes say so instead of
+    announcing random weights that the checkpoint replaces."""
+    token = _RESUMING_FROM.set(checkpoint)
+    try:
+        yield
+    finally:
+        _RESUMING_FROM.reset(token)
+
+
 def loading_notes(model, info: dict) -> list[str]:
     """What `from_pretrained` did not take from the checkpoint, in plain lines: a new head, other new weights, re-shaped ones."""
+    if _RESUMING_FROM.get() and info.get("missing_keys"):
+        return [f"weights not in {model.name_or_path or 'the base checkpoint'} ({_names(sorted(info['missing_keys']))}) "
+                f"come from {Path(_RESUMING_FROM.get()).name}, which this run resumes"]
     order = {key: i for i, key in enumerate(model.state_dict())}
     missing = sorted(info.get("missing_keys", ()), key=lambda k: order.get(k, len(order)))
     prefix = getattr(model, "base_model_prefix", "")

@@ -172,6 +172,7 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
 
     from hf_transfer import trainer as trainers
     from hf_transfer.run.finish import finish
+    from hf_transfer.models.loading import resuming_from
     from hf_transfer.run.launch import choose_threads, native_bf16, precision
     from hf_transfer.run.outputs import OutputArgs, start_output_dir
     from hf_transfer.sharing.cards import complete_output
@@ -186,7 +187,8 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
     strategy.check_config(data.config)
 
     set_seed(train_args.seed)  # the new head's initialisation (or a from-scratch model's) is part of the run
-    model = (task.build_model or (lambda a, d: _default_build_model(task, a, d)))(args, data)
+    with resuming_from(resume):
+        model = (task.build_model or (lambda a, d: _default_build_model(task, a, d)))(args, data)
     model = task.prepare_model(model, args) if task.prepare_model else apply_strategy(model, strategy)
     trainers.check_setup(model, train_args, strategy, data.collator)  # what the trainer would refuse, before any write
     start_output_dir(train_args, args[OutputArgs], identity, resume)  # the first write: everything loaded and checked
