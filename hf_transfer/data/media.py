@@ -14,7 +14,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from hf_transfer.data.io import SPLITS, check_files, check_not_empty, pick_column, read_file
+from hf_transfer.data.io import (
+    SPLITS,
+    check_files,
+    check_not_empty,
+    pick_column,
+    read_file,
+)
 from hf_transfer.data.labels import LABEL_COLUMNS, LabelMaps, encode_labels
 from hf_transfer.data.splits import hold_out_validation, subsample
 from hf_transfer.errors import HfTransferError

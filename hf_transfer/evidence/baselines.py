@@ -39,7 +39,6 @@ def frozen_baseline_after(trainer, args, data) -> dict:
 
     from hf_transfer.evidence.features import frozen_baseline
     from hf_transfer.models.loading import load_config, load_pretrained
-
     from hf_transfer.run.launch import precision
 
     backbone = load_pretrained(AutoModel, args.model, load_config(args.model)).to(args.training.device)

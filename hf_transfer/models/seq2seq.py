@@ -227,7 +227,9 @@ def declare_new_modules_in_head(model, marker: str = NEW_IN_WARM_START) -> None:
     """
     from dataclasses import replace
 
-    from hf_transfer.layers import architecture_groups  # layer_groups would call this declaration again
+    from hf_transfer.layers import (
+        architecture_groups,  # layer_groups would call this declaration again
+    )
 
     def transfer_layer_groups():
         groups = architecture_groups(model)

@@ -171,8 +171,8 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
     from transformers import set_seed
 
     from hf_transfer import trainer as trainers
-    from hf_transfer.run.finish import finish
     from hf_transfer.models.loading import resuming_from
+    from hf_transfer.run.finish import finish
     from hf_transfer.run.launch import choose_threads, native_bf16, precision
     from hf_transfer.run.outputs import OutputArgs, start_output_dir
     from hf_transfer.sharing.cards import complete_output
@@ -246,7 +246,11 @@ def resumed_loss(train_metrics: dict, checkpoint: str) -> dict:
 def display_path(value: str) -> str:
     """A model path as a reader of metrics.json can use it: the embedded default by its name, anything else as the
     user gave it (an absolute path inside this machine's virtualenv means nothing on another)."""
-    from hf_transfer.models.loading import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PACKAGE, is_default_model
+    from hf_transfer.models.loading import (
+        DEFAULT_MODEL_NAME,
+        DEFAULT_MODEL_PACKAGE,
+        is_default_model,
+    )
 
     if is_default_model(value):
         return f"{DEFAULT_MODEL_NAME} (embedded, from {DEFAULT_MODEL_PACKAGE})"

@@ -15,8 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_transfer.evidence.compare import SCRATCH, lower_is_better
-from hf_transfer.models.loading import DEFAULT_MODEL_LICENSE, DEFAULT_MODEL_NAME, ModelArgs, is_default_model, local_path
-from hf_transfer.sharing.adapters import merge_adapter, peft_settings, save_adapter_config
+from hf_transfer.models.loading import (
+    DEFAULT_MODEL_LICENSE,
+    DEFAULT_MODEL_NAME,
+    ModelArgs,
+    is_default_model,
+    local_path,
+)
+from hf_transfer.sharing.adapters import (
+    merge_adapter,
+    peft_settings,
+    save_adapter_config,
+)
 from hf_transfer.sharing.hub import SharingArgs
 
 TEMPLATE = Path(__file__).with_name("model_card.md")

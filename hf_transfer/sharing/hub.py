@@ -27,7 +27,11 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from hf_transfer.errors import HfTransferError
-from hf_transfer.models.loading import DEFAULT_MODEL_LICENSE, DEFAULT_MODEL_NAME, local_path
+from hf_transfer.models.loading import (
+    DEFAULT_MODEL_LICENSE,
+    DEFAULT_MODEL_NAME,
+    local_path,
+)
 
 # Never uploaded (matched against every part of a file's path inside the output folder); `*.lock`: the run's own
 # lock file (run/outputs.py), held until the run ends, so still there when the run pushes.
