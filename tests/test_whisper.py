@@ -11,6 +11,8 @@ from audio_helpers import (
     make_label_folders,
     save_whisper_checkpoint,
     tiny_whisper_config,
+    write_clip,
+    write_corrupt,
 )
 from conftest import cli_error, error_rates
 
@@ -308,6 +310,28 @@ def test_whisper_recognition_recipe_generates_and_scores_wer_with_the_stem_and_p
 
     processor = WhisperProcessor.from_pretrained(tmp_path / "out")  # feature extractor and tokenizer saved with the model
     assert processor.feature_extractor.nb_max_frames == 2 * SRC and processor.tokenizer("zero").input_ids[0] == 1
+
+
+def test_whisper_recognition_checks_its_clips_as_ctc_does(ct2_folder, whisper_audio, tmp_path):
+    """An unreadable clip and one longer than the 1 s window are skipped and counted before training (they would fail
+    mid-epoch, or lose their end), and the training split is marked for augmentation."""
+    from recipes import whisper_speech_recognition
+
+    model = whisper_ct2.convert(ct2_folder[0], tmp_path / "converted")
+    root, _ = whisper_audio
+    clips = sorted((root / "train").rglob("*.*"))
+    long_clip = write_clip(tmp_path / "long.wav", 440.0, 16000, 1.5)
+    broken = write_corrupt(tmp_path / "broken.wav")
+    rows = [(p, "zero") for p in clips] + [(long_clip, "one two"), (broken, "one")]
+    (tmp_path / "train.csv").write_text("path,text\n" + "".join(f"{p},{t}\n" for p, t in rows))
+    (tmp_path / "dev.csv").write_text("path,text\n" + "".join(f"{p},zero\n" for p in clips[:2]))
+    metrics = whisper_speech_recognition.main([
+        "--model_name_or_path", str(model), "--train_file", str(tmp_path / "train.csv"), "--validation_file",
+        str(tmp_path / "dev.csv"), "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--per_device_train_batch_size",
+        "4", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", "--generation_max_length", "4",
+        "--speed_factors", "0.9", "1.1"])
+    assert (metrics["train_bad_audio_skipped"], metrics["train_too_long_skipped"]) == (1, 1)
+    assert metrics["train_clips"] == len(clips) and metrics["validation_clips"] == 2
 
 
 def test_wer_normalisation_and_labels_without_the_start_token():

@@ -80,6 +80,7 @@ def load_whisper_recognition_task(args):
         AudioCollator,
         AudioDataArgs,
         WhisperCollator,
+        check_splits,
     )
     from hf_transfer.data.transcripts import TranscriptArgs, load_transcribed_splits
     from hf_transfer.metrics.speech import WhisperRecognitionMetrics
@@ -104,7 +105,15 @@ def load_whisper_recognition_task(args):
     data_args, text_args = args[AudioDataArgs], args[TranscriptArgs]
     positions = window_positions(config, args[WhisperArgs].whisper_window_seconds)
     windowed_feature_extractor(feature_extractor, positions)
+    window = positions // POSITIONS_PER_SECOND
+    if data_args.long_audio == "cut":
+        raise HfTransferError("--long_audio cut would cut transcribed speech away from its transcript; use --long_audio skip")
+    if data_args.max_duration_seconds is None or data_args.max_duration_seconds > window:
+        data_args.max_duration_seconds = window  # the encoder hears `window` seconds: a longer clip would lose its end
     data = load_transcribed_splits(data_args, text_args, args.training.seed)
+    # Every clip checked as the CTC recipe checks it (unreadable and over-long clips skipped and counted), and the
+    # training split marked for --speed_factors / --noise_snr_db.
+    data, audio_report = check_splits(data, data_args, feature_extractor.sampling_rate, 1)
     start = config.decoder_start_token_id
     for split, dataset in data.items():
         labels = [ids[1:] if ids and ids[0] == start else ids for ids in tokenizer(list(dataset["text"])).input_ids]
@@ -112,15 +121,14 @@ def load_whisper_recognition_task(args):
         if longest > config.max_target_positions:
             raise HfTransferError(f"a {split} transcript is {longest} tokens; Whisper's decoder takes {config.max_target_positions}")
         data[split] = dataset.add_column("labels", labels)
-    audio = AudioCollator(feature_extractor, max_seconds=positions // POSITIONS_PER_SECOND, augment=args[AudioAugmentArgs],
-                          seed=args.training.seed)
+    audio = AudioCollator(feature_extractor, max_seconds=window, augment=args[AudioAugmentArgs], seed=args.training.seed)
     return TaskData(
         datasets=data,
         collator=WhisperCollator(audio, feature_extractor),
         processing_class=WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer),  # both saved with the model
         config=config,
         compute_metrics=WhisperRecognitionMetrics(tokenizer),
-        report={"whisper_window_seconds": positions // POSITIONS_PER_SECOND},
+        report={"whisper_window_seconds": window, **audio_report},
         extra={"whisper_positions": positions},
     )
 
