@@ -26,7 +26,11 @@ def trained(tiny_text_model_dir, review_files, tmp_path_factory):
 def reference_probabilities(folder, texts: list[str]) -> torch.Tensor:
     """The saved model's class probabilities, computed apart: transformers' own loading, fp32, one text at a time."""
     from peft import AutoPeftModelForSequenceClassification
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     config = AutoConfig.from_pretrained(folder)
     if (folder / "adapter_config.json").is_file():
