@@ -14,9 +14,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# fp32 for the suite, as `accelerate launch --mixed_precision no` asks: the recipes' automatic bf16 (on CPUs that
-# compute it natively) would make results depend on the machine; tests/test_precision.py covers that choice.
-os.environ.setdefault("ACCELERATE_MIXED_PRECISION", "no")
+# fp32 for the suite: the recipes' automatic bf16 (on CPUs that compute it natively) would make results depend on the
+# machine; tests/test_precision.py covers that choice.
+os.environ.setdefault("HF_TRANSFER_AUTO_BF16", "0")
 
 import pytest
 import torch

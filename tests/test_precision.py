@@ -50,11 +50,13 @@ def test_fp32_run_records_fp32_and_enters_no_bfloat16_autocast(tiny_text_model_d
     ({"avx512_bf16", "avx512f"}, None, True),
     ({"amx_bf16"}, None, True),
     ({"avx512f", "avx2"}, None, False),  # AVX-512 without its BF16 extension emulates bfloat16: fp32 is faster
-    ({"avx512_bf16"}, "no", False),  # `accelerate launch --mixed_precision no` wins over the automatic choice
+    ({"avx512_bf16"}, "no", True),  # what `accelerate launch` sets when nothing was asked: the recipe chooses
+    ({"avx512_bf16"}, "fp16", False),  # `accelerate launch --mixed_precision fp16` asked for fp16: not bf16 too
 ])
 @needs_cpu_only
 def test_automatic_precision_follows_the_cpu_and_yields_to_the_launcher(monkeypatch, flags, variable, expected):
     monkeypatch.setattr(launch, "_cpu_flags", lambda: set(flags))
+    monkeypatch.delenv("HF_TRANSFER_AUTO_BF16", raising=False)
     if variable is None:
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     else:
@@ -67,9 +69,12 @@ def test_automatic_precision_follows_the_cpu_and_yields_to_the_launcher(monkeypa
 
 
 @needs_cpu_only
-def test_a_flag_overrides_the_automatic_choice(monkeypatch):
+def test_a_flag_or_the_variable_overrides_the_automatic_choice(monkeypatch):
     monkeypatch.setattr(launch, "_cpu_flags", lambda: {"avx512_bf16"})
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setenv("HF_TRANSFER_AUTO_BF16", "0")
+    assert "bf16" not in launch.recipe_defaults()
+    monkeypatch.delenv("HF_TRANSFER_AUTO_BF16")
     args = sentiment.TASK.parse(["--bf16", "false", "--output_dir", "unused"])
     assert args.training.bf16 is False and launch.precision(args.training) == "fp32"
     args = sentiment.TASK.parse(["--output_dir", "unused"])

@@ -44,7 +44,6 @@ def reference_probabilities(folder, texts: list[str]) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
 def test_predictions_keep_the_input_and_equal_the_models_own(trained, tmp_path, kind, monkeypatch):
-    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     from hf_transfer.run import launch
 
     monkeypatch.setattr(launch, "_cpu_flags", lambda: set())  # fp32, to compare with the fp32 reference exactly

@@ -32,12 +32,24 @@ def recipe_defaults(**overrides) -> dict:
         # The Trainer refuses --bf16 without use_cpu on a machine with no GPU, and `accelerate launch` on such a
         # machine starts several processes that each train alone unless the script asks for the CPU.
         defaults["use_cpu"] = True
-    if "ACCELERATE_MIXED_PRECISION" not in os.environ and native_bf16() is not None:
+    if automatic_precision() and native_bf16() is not None:
         # Precision `auto`: bfloat16 where the hardware computes it natively (see native_bf16), fp32 elsewhere.
-        # `accelerate launch --mixed_precision X` (which sets that variable) and --bf16 false take precedence.
         defaults["bf16"] = True
     defaults.update(overrides)
     return defaults
+
+
+AUTO_PRECISION_VARIABLE = "HF_TRANSFER_AUTO_BF16"
+
+
+def automatic_precision() -> bool:
+    """Whether the recipes choose the precision themselves (bf16 where native). Not when the launch asked for half
+    precision (`accelerate launch --mixed_precision bf16|fp16`, which sets ACCELERATE_MIXED_PRECISION), nor with
+    HF_TRANSFER_AUTO_BF16=0. accelerate sets that variable to "no" whenever nothing was asked, so "no" leaves the choice
+    to the recipe; --bf16 false is how a single run asks for fp32."""
+    if os.environ.get(AUTO_PRECISION_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return os.environ.get("ACCELERATE_MIXED_PRECISION", "no").strip().lower() == "no"
 
 
 def _has_accelerator() -> bool:

@@ -132,7 +132,7 @@ def predict(args: PredictArgs) -> dict:
 
     from hf_transfer.data.labels import LABEL_COLUMNS, label_key
     from hf_transfer.data.text import TEXT_COLUMNS
-    from hf_transfer.run.launch import native_bf16
+    from hf_transfer.run.launch import automatic_precision, native_bf16
 
     classifier_config(args.model)  # a wrong folder is told before the input is read
     rows = read_rows(args.input)
@@ -152,7 +152,7 @@ def predict(args: PredictArgs) -> dict:
     model, tokenizer = load_classifier(args.model)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     readable = [i for i, row in enumerate(rows) if isinstance(row.get(text), str) and row[text].strip()]
-    bf16 = native_bf16() is not None and not torch.cuda.is_available()
+    bf16 = automatic_precision() and native_bf16() is not None and not torch.cuda.is_available()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     for row in rows:
