@@ -30,8 +30,9 @@ TASK = Task(
     model_class="AutoModelForSequenceClassification",
     # remove_unused_columns off: each training row carries the target rows it brings (`target_index`) and evaluation
     # rows their `domain`, which the model's forward does not take; the collator and the trainer's objectives do.
+    # Random batches, as the sentiment recipe (benchmarks/batch_order.py); group_by_length is the speed option.
     defaults={"output_dir": "outputs/domain_adaptation", "learning_rate": 1e-4, "num_train_epochs": 2,
-              "train_sampling_strategy": "group_by_length", "remove_unused_columns": False},
+              "remove_unused_columns": False},
     prepare_model=prepare_adaptation_model,
     before_train=diagnose_before,
     after_train=diagnose_after,

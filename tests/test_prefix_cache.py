@@ -391,12 +391,14 @@ def test_a_change_of_prefix_weights_or_data_is_never_served_from_the_cache(token
     assert stats.computed_rows == 32 + 8  # the batch holding the edited row ran the prefix again
 
 
-# --- length grouping: the text recipes' default ---
-def test_length_grouping_is_on_by_default_and_off_with_a_flag():
-    from recipes import audio_classification, sentiment
+# --- length grouping: the speech recipes' default, the text recipes' speed option ---
+def test_text_batches_are_random_by_default_and_length_grouped_with_a_flag():
+    from recipes import audio_classification, domain_adaptation, sentiment
 
-    assert sentiment.TASK.parse([]).training.train_sampling_strategy == "group_by_length"
-    assert sentiment.TASK.parse(["--train_sampling_strategy", "random"]).training.train_sampling_strategy == "random"
+    assert sentiment.TASK.parse([]).training.train_sampling_strategy == "random"
+    grouped = sentiment.TASK.parse(["--train_sampling_strategy", "group_by_length"]).training.train_sampling_strategy
+    assert grouped == "group_by_length"
+    assert "train_sampling_strategy" not in domain_adaptation.TASK.defaults
     assert audio_classification.TASK.defaults["train_sampling_strategy"] == "group_by_length"
 
 
