@@ -182,7 +182,7 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
     train_args, strategy = args.training, args.strategy
     threads = choose_threads(train_args)
 
-    # Everything that can be wrong with the input is checked here, before any weights load or files are written.
+    # Everything that can be wrong with the input is checked here, before any weights load or anything but the lock is written.
     data = task.load(args)
     strategy.check_config(data.config)
 
