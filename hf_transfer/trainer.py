@@ -1,5 +1,6 @@
 """The trainer side of transfer learning: a mixin adding layer-wise LRs, gradual unfreezing, the cached frozen prefix,
-resumable length-grouped batches and extra objectives (losses added to the task's) to `Trainer` and `Seq2SeqTrainer`."""
+resumable length-grouped batches, checkpoints read back under the model's own weight names and extra objectives (losses
+added to the task's) to `Trainer` and `Seq2SeqTrainer`."""
 from __future__ import annotations
 
 import contextlib
@@ -10,12 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import RandomSampler
-from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
+from transformers import PreTrainedModel, Seq2SeqTrainer, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import (
     LengthGroupedSampler,
     get_length_grouped_indices,
 )
 
+from hf_transfer.checkpoint_weights import has_model_weights, load_model_weights
 from hf_transfer.errors import HfTransferError
 from hf_transfer.layers import LayerGroup, layer_groups, unwrap_model
 from hf_transfer.prefix_cache import (
@@ -309,7 +311,8 @@ def random_state_kept():
 class TransferTrainerMixin:
     """What a trainer needs to know of the transfer strategy: per-layer-group learning rates, gradual unfreezing and the
     cached frozen prefix (`strategy.cache_frozen_prefix`, see prefix_cache.py); length grouping that resumes exactly;
-    and the model's objectives (`Objective`): extra losses added to the task loss, each term logged beside `loss`.
+    checkpoints (resume, the best model) read as `from_pretrained` maps them (checkpoint_weights.py); and the model's
+    objectives (`Objective`): extra losses added to the task loss, each term logged beside `loss`.
 
     Mixed in before a `Trainer` class (`class X(TransferTrainerMixin, Trainer)`); it takes one more keyword,
     `strategy`. With `strategy.layer_lr_decay == 1`, no gradual schedule, no prefix cache and random batches the
@@ -423,6 +426,26 @@ class TransferTrainerMixin:
         # leaves every generator as it found it, and training is the same with or without evaluation.
         with random_state_kept():
             return super().evaluate(*args, **kwargs)
+
+    # --- checkpoints read back under the model's own weight names (transformers #43701; checkpoint_weights.py) ---
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        target = self.model if model is None else model
+        if self._reads_whole_model(target, resume_from_checkpoint):
+            load_model_weights(target, resume_from_checkpoint)
+        else:  # a peft adapter, FSDP or DeepSpeed state, .bin weights: the Trainer's own reading
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        folder = self.state.best_model_checkpoint
+        if self._reads_whole_model(self.model, folder):
+            logger.info("Loading best model from %s (score: %s).", folder, self.state.best_metric)
+            load_model_weights(self.model, folder)
+        else:
+            super()._load_best_model()
+
+    def _reads_whole_model(self, model, folder) -> bool:
+        sharded = getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False)
+        return isinstance(model, PreTrainedModel) and not sharded and folder is not None and has_model_weights(folder)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         # The Trainer restores the model and the optimizer (whose state covers the objectives' parameters); the

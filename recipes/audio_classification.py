@@ -13,6 +13,7 @@ A Whisper checkpoint (WhisperForAudioClassification: encoder + projector/classif
 """
 from hf_transfer.cli import run_cli
 from hf_transfer.data.audio import AudioAugmentArgs, AudioDataArgs, AudioLabelArgs
+from hf_transfer.data.shift.spec import AudioShiftArgs
 from hf_transfer.models.speech import SpeechModelArgs
 from hf_transfer.models.whisper import WhisperArgs
 from hf_transfer.run.task import Task
@@ -24,7 +25,7 @@ from hf_transfer.tasks.audio_classification import (
 
 TASK = Task(
     name="audio classification",
-    arguments=(AudioDataArgs, AudioLabelArgs, AudioAugmentArgs, SpeechModelArgs, WhisperArgs),
+    arguments=(AudioDataArgs, AudioLabelArgs, AudioAugmentArgs, AudioShiftArgs, SpeechModelArgs, WhisperArgs),
     load=load_audio_task,  # Whisper checkpoints and the wav2vec2 family alike (hf_transfer/tasks/audio_classification.py)
     model_class="AutoModelForAudioClassification",
     # The Hugging Face audio-classification example's settings (lr 3e-5, 10% warmup); clips decode in the collator,

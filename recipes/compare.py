@@ -19,6 +19,10 @@ for tasks with class labels), then the strategies asked for. Every run gets the 
 `--variants name=--flags ...` runs every arm on every data variant (domain pairs for domain adaptation: arms x pairs)
 and adds a table of arms by variants with their mean; the domain-adaptation arms are `name=--adaptation METHOD`.
 
+`--few_shot_draws 5` runs every arm on 5 different draws of the training subset (the same 5 for every arm; with
+--train_sizes, each draw's smaller subsets are part of its larger ones), so the spread includes which examples were
+labelled, as the few-shot literature reports: `--train_sizes 8 16 32 64 --few_shot_draws 5 --strategies full contrastive`.
+
 `--train_sizes 16 64 256 1000` runs every arm at every size and every seed (per class with
 --max_train_samples_per_class for a labelled task, else in all with --max_train_samples) and adds the transfer
 learning curve to the report: the metric against the number of labelled examples, one line per arm.
@@ -40,8 +44,14 @@ from pathlib import Path
 from hf_transfer import parse_args
 from hf_transfer.cli import run_cli
 from hf_transfer.errors import HfTransferError
-from hf_transfer.evidence.compare import SCRATCH, Run, write_report
-from hf_transfer.evidence.features import HEADS, stratified_folds
+from hf_transfer.evidence.compare import SCRATCH, Run, report_metric, write_report
+from hf_transfer.evidence.features import (
+    HEADS,
+    REGRESSION_HEADS,
+    heads_for,
+    shuffled_folds,
+    stratified_folds,
+)
 from hf_transfer.run.task import Args, Task
 from recipes import linear_probe, load_recipe
 
@@ -51,6 +61,8 @@ PRESETS = {
     "gradual": "--strategy gradual",
     "layer_lr_decay": "--strategy full --layer_lr_decay 0.8",
     "lora": "--strategy lora",
+    # SetFit's two phases with its defaults (recipes/configs/sentiment/contrastive_fewshot.yaml): text recipes only.
+    "contrastive": "--contrastive_pairs_per_example 40 --learning_rate 2e-5 --num_train_epochs 1 --warmup_steps 0.1",
 }
 SIZE_OPTIONS = ("max_train_samples_per_class", "max_train_samples")
 
@@ -79,11 +91,25 @@ class CompareArgs:
     k_folds: int | None = field(
         default=None, metadata={"help": "Cross-validate on the training set instead of using the validation split (text recipes)."}
     )
+    few_shot_draws: int | None = field(
+        default=None,
+        metadata={"help": "Run every arm on N different draws of the training subset (--train_sizes or "
+                  "--max_train_samples_per_class; draw d samples with --train_sample_seed d, the same rows for every arm): "
+                  "the report's mean ± std is then over draws and seeds, as the few-shot literature reports (text recipes)."},
+    )
     recipe_config: str | None = field(default=None, metadata={"help": "Config file given to every run of the recipe."})
     recipe_args: str = field(default="", metadata={"help": "Flags given to every run (data, model, budget), as one quoted string."})
-    frozen_head: str = field(default="logistic_regression", metadata={"help": f"Classical head of the frozen-features arm: {', '.join(HEADS)}."})
+    frozen_head: str | None = field(
+        default=None,
+        metadata={"help": f"Classical head of the frozen-features arm: {', '.join(HEADS)} (default {HEADS[0]}); for a "
+                  f"regression target {', '.join(REGRESSION_HEADS)} (the default)."},
+    )
     feature_cache_dir: str = field(default="outputs/feature_cache", metadata={"help": "Feature cache of the frozen-features arm."})
-    metric: str | None = field(default=None, metadata={"help": "The metric the report compares (default: the recipe's, e.g. validation_accuracy)."})
+    metric: str | None = field(
+        default=None,
+        metadata={"help": "The metric the report compares (default: the recipe's, e.g. validation_accuracy; "
+                  "validation_mae for a regression target)."},
+    )
     output_dir: str = field(default="outputs/compare", metadata={"help": "One folder per run, plus report.md and its plots."})
     launcher: str = field(
         default="", metadata={"help": "Command that starts each run, e.g. 'accelerate launch --num_processes 2' (default: this Python)."}
@@ -98,8 +124,9 @@ class CompareArgs:
     )
 
     def __post_init__(self) -> None:
-        if self.frozen_head not in HEADS:
-            raise HfTransferError(f"unknown --frozen_head {self.frozen_head}; choose from {', '.join(HEADS)}")
+        if self.frozen_head is not None and self.frozen_head not in HEADS + REGRESSION_HEADS:
+            raise HfTransferError(f"unknown --frozen_head {self.frozen_head}; choose from "
+                                  f"{', '.join(HEADS + REGRESSION_HEADS)}")
         if self.k_folds is not None and self.k_folds < 2:
             raise HfTransferError(f"--k_folds must be at least 2, got {self.k_folds}")
         if self.train_sizes is not None:
@@ -110,10 +137,22 @@ class CompareArgs:
             raise HfTransferError("--k_folds splits one training file into folds; with --variants there are several: give one of them")
         if self.in_process and self.launcher:
             raise HfTransferError("--launcher starts a process per run, --in_process true runs none: give one of them")
+        if self.few_shot_draws is not None and self.few_shot_draws < 1:
+            raise HfTransferError(f"--few_shot_draws must be at least 1, got {self.few_shot_draws}")
+        if self.few_shot_draws is not None and self.k_folds is not None:
+            raise HfTransferError("--few_shot_draws draws training subsets and --k_folds splits the training set into folds: "
+                                  "give one of them")
 
 
 def frozen_arm(args: CompareArgs) -> str:
-    return f"frozen+{args.frozen_head}"
+    return f"frozen+{args.frozen_head or HEADS[0]}"
+
+
+def regression_target(task: Task, parsed: Args) -> bool:
+    """Whether the runs regress a number (a text recipe with --task_type regression, or fractional labels)."""
+    from hf_transfer.data.text import TextDataArgs, task_type_of
+
+    return TextDataArgs in task.arguments and task_type_of(parsed[TextDataArgs]) == "regression"
 
 
 def _options(types) -> set[str]:
@@ -150,12 +189,12 @@ def variant_flags(args: CompareArgs) -> dict[str | None, list[str]]:
     return found
 
 
-def size_option(args: CompareArgs, task: Task, parsed: Args) -> str | None:
-    """The flag --train_sizes sets in every run: per class for a labelled task, else in all; None without sizes."""
+def size_option(args: CompareArgs, task: Task, parsed: Args, regression: bool = False) -> str | None:
+    """The flag --train_sizes sets in every run: per class for a task with classes, else in all; None without sizes."""
     if args.train_sizes is None:
         return None
     offered = _options(type(instance) for instance in parsed)
-    choices = SIZE_OPTIONS if task.labelled else SIZE_OPTIONS[1:]
+    choices = SIZE_OPTIONS if task.labelled and not regression else SIZE_OPTIONS[1:]
     option = next((o for o in choices if o in offered), None)
     if option is None:
         raise HfTransferError(f"--train_sizes needs a recipe with --max_train_samples; {args.recipe} has none")
@@ -165,8 +204,25 @@ def size_option(args: CompareArgs, task: Task, parsed: Args) -> str | None:
     return option
 
 
-def fold_files(task: Task, base: list[str], k: int, seed: int, out: Path) -> list[tuple[str, str]]:
-    """Write k stratified (train, held-out) JSONL pairs of the raw training data; returns their paths (text recipes)."""
+def draw_flags(args: CompareArgs, parsed: Args, option: str | None) -> dict[int | None, list[str]]:
+    """--few_shot_draws as {draw: flags}, draw d sampling with --train_sample_seed d; {None: []} without draws."""
+    if args.few_shot_draws is None:
+        return {None: []}
+    if "train_sample_seed" not in _options(type(instance) for instance in parsed):
+        raise HfTransferError(f"--few_shot_draws draws training subsets with --train_sample_seed, which the {args.recipe} "
+                              "recipe does not offer; use a text recipe (sentiment)")
+    if option is None and not any(getattr(instance, o, None) is not None for instance in parsed for o in SIZE_OPTIONS):
+        raise HfTransferError("--few_shot_draws draws a training subset, and every run trains on all the data: give "
+                              "--train_sizes, or --max_train_samples_per_class in --recipe_args")
+    if any(getattr(instance, "train_sample_seed", None) is not None for instance in parsed):
+        raise HfTransferError("--few_shot_draws sets --train_sample_seed in every run; remove it from --recipe_args/--recipe_config")
+    return {draw: ["--train_sample_seed", str(draw)] for draw in range(args.few_shot_draws)}
+
+
+def fold_files(task: Task, base: list[str], k: int, seed: int, out: Path,
+               regression: bool = False) -> list[tuple[str, str]]:
+    """Write k (train, held-out) JSONL pairs of the raw training data, stratified by label (a regression target:
+    shuffled); returns their paths (text recipes)."""
     import numpy as np
 
     from hf_transfer.data.text import (
@@ -184,7 +240,8 @@ def fold_files(task: Task, base: list[str], k: int, seed: int, out: Path) -> lis
     labels = [str(v) for v in raw[label_col]]
 
     pairs = []
-    for i, (train_idx, held_idx) in enumerate(stratified_folds(np.asarray(labels), k, seed)):
+    folds = shuffled_folds(len(labels), k, seed) if regression else stratified_folds(np.asarray(labels), k, seed)
+    for i, (train_idx, held_idx) in enumerate(folds):
         folder = out / "folds" / f"fold_{i}"
         folder.mkdir(parents=True, exist_ok=True)
         paths = (folder / "train.jsonl", folder / "validation.jsonl")
@@ -240,53 +297,59 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     recipe = load_recipe(args.recipe)
     task: Task = recipe.TASK
-    metric = args.metric or task.metric
     check_folds(args, task)
     out = Path(args.output_dir)
     base = (["--config", args.recipe_config] if args.recipe_config else []) + shlex.split(args.recipe_args)
-    plan = arms(args, task)
     variants = variant_flags(args)
     first = next(iter(variants.values()))  # a recipe may need a variant's data flags to parse at all
-    option = size_option(args, task, task.parse(base + first))
+    parsed = task.parse(base + first)
+    regression = regression_target(task, parsed)  # reads the training labels when --task_type is auto
+    metric = args.metric or report_metric(task.metric, "regression" if regression else None)
+    args.frozen_head = heads_for([args.frozen_head] if args.frozen_head else None, regression)[0]
+    plan = arms(args, task)
+    option = size_option(args, task, parsed, regression)
     sizes = args.train_sizes or [None]
+    draws = draw_flags(args, parsed, option)
 
     def size_flags(size):
         return [] if size is None else [f"--{option}", str(size)]
 
-    def run_folder(arm, size, variant, seed, fold_index):
+    def run_folder(arm, size, variant, seed, fold_index, draw=None):
         return (out / (f"size_{size}" if size is not None else "") / (f"variant_{variant}" if variant else "")
-                / arm / f"seed_{seed}" / (f"fold_{fold_index}" if fold_index is not None else ""))
+                / arm / f"seed_{seed}" / (f"draw_{draw}" if draw is not None else "")
+                / (f"fold_{fold_index}" if fold_index is not None else ""))
 
-    def run_argv(arm, extra, data, size, seed, run_dir, variant=None, fold_index=None):
-        argv = base + variants[variant] + data + size_flags(size) + ["--seed", str(seed), "--output_dir", str(run_dir)]
+    def run_argv(arm, extra, data, size, seed, run_dir, variant=None, fold_index=None, draw=None):
+        argv = (base + variants[variant] + data + size_flags(size) + draws[draw]
+                + ["--seed", str(seed), "--output_dir", str(run_dir)])
         if arm == frozen_arm(args):
             return linear_probe, argv + ["--recipe", args.recipe, "--heads", args.frozen_head,
                                          "--feature_cache_dir", args.feature_cache_dir]
         overwrite = ["--overwrite_output_dir", "true"] if args.overwrite_output_dir else []
         # A strategy's model card puts the references of its seed and data (run before it) beside its own results.
-        references = [f"{ref}={run_folder(ref, size, variant, seed, fold_index)}" for ref in plan
+        references = [f"{ref}={run_folder(ref, size, variant, seed, fold_index, draw)}" for ref in plan
                       if ref in (SCRATCH, frozen_arm(args)) and arm not in (SCRATCH, frozen_arm(args))]
         return recipe, argv + extra + overwrite + (["--compare_references", *references] if references else [])
 
     # Every run's flags are checked before the first one trains.
     for variant in variants:
         for arm, extra in plan.items():
-            module, argv = run_argv(arm, extra, [], sizes[0], args.seeds[0], out / "check", variant)
+            module, argv = run_argv(arm, extra, [], sizes[0], args.seeds[0], out / "check", variant, draw=next(iter(draws)))
             if module is linear_probe:
                 linear_probe.parse(argv)
             else:
                 task.parse(argv)
-    folds = fold_files(task, base, args.k_folds, args.seeds[0], out) if args.k_folds else [None]
+    folds = fold_files(task, base, args.k_folds, args.seeds[0], out, regression) if args.k_folds else [None]
 
     runs: list[Run] = []
     for size, variant in [(size, variant) for size in sizes for variant in variants]:  # smallest size first
         for arm, extra in plan.items():
-            for seed in args.seeds:
+            for seed, draw in [(seed, draw) for seed in args.seeds for draw in draws]:
                 for fold_index, fold in enumerate(folds):
                     fold_index = fold_index if fold else None
-                    run_dir = run_folder(arm, size, variant, seed, fold_index)
+                    run_dir = run_folder(arm, size, variant, seed, fold_index, draw)
                     data = ["--dataset_name", "", "--train_file", fold[0], "--validation_file", fold[1]] if fold else []
-                    module, run_args = run_argv(arm, extra, data, size, seed, run_dir, variant, fold_index)
+                    module, run_args = run_argv(arm, extra, data, size, seed, run_dir, variant, fold_index, draw)
                     if args.in_process:
                         metrics = run_in_process(module, run_args, run_dir)
                     else:
@@ -295,9 +358,9 @@ def main(argv: list[str] | None = None) -> dict:
                         _check_metric(metric, metrics, arm)  # a wrong --metric fails after one run, not after all
                     history_file = run_dir / "log_history.json"
                     history = json.loads(history_file.read_text()) if history_file.is_file() else []
-                    runs.append(Run(arm, seed, metrics, history, str(run_dir), fold_index, size, variant))
+                    runs.append(Run(arm, seed, metrics, history, str(run_dir), fold_index, size, variant, draw))
                     where = (f" size {size}" if size is not None else "") + (f" {variant}" if variant else "") + \
-                        (f" fold {fold_index}" if fold else "")
+                        (f" fold {fold_index}" if fold else "") + (f" draw {draw}" if draw is not None else "")
                     print(f"[compare] {arm} seed {seed}{where}: {metric} {metrics.get(metric, float('nan')):.4f} "
                           f"({metrics.get('wall_time_s', 0):.0f} s)", flush=True)
 
@@ -310,11 +373,15 @@ def main(argv: list[str] | None = None) -> dict:
     settings["recipe_args"] = " ".join(base) or "(defaults)"
     if args.variants:
         settings["variants"] = ", ".join(args.variants)
+    if args.few_shot_draws:
+        settings["few_shot_draws"] = (f"{args.few_shot_draws} (draw d: --train_sample_seed d; mean ± std over draws and "
+                                      "seeds)")
     settings["runs"] = "in one process (peak memory is the process's)" if args.in_process else "one process each"
     report = write_report(runs, out, metric, f"Transfer report: {task.name}", settings, precision, size_unit=size_unit)
     print(report.read_text().split("![")[0], flush=True)
     return {"report": str(report), "metric": metric,
-            "runs": [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, "variant": r.variant, **r.metrics}
+            "runs": [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, "variant": r.variant,
+                      "draw": r.draw, **r.metrics}
                      for r in runs]}
 
 

@@ -14,12 +14,13 @@ get a random resized crop and a horizontal flip (--random_resized_crop, --crop_s
 """
 from hf_transfer.cli import run_cli
 from hf_transfer.data.image import ImageAugmentArgs, ImageDataArgs
+from hf_transfer.data.shift.spec import ImageShiftArgs
 from hf_transfer.run.task import Task
 from hf_transfer.tasks.image_classification import load_image_classification_task
 
 TASK = Task(
     name="image classification",
-    arguments=(ImageDataArgs, ImageAugmentArgs),
+    arguments=(ImageDataArgs, ImageAugmentArgs, ImageShiftArgs),
     load=load_image_classification_task,
     model_class="AutoModelForImageClassification",
     # The Hugging Face image-classification example's settings (lr 2e-5, 5 epochs, 10% warm-up); images decode in the

@@ -7,7 +7,8 @@
     python recipes/linear_probe.py --recipe image_classification --train_dir images/train --validation_dir images/val \
         --pooling cls --feature_views true          # ViT: the CLS token, or (default) the mean over the patches
 
-The first thing to try with under about a thousand labelled examples: one forward pass, seconds per head.
+The first thing to try with under about a thousand labelled examples: one forward pass, seconds per head. A
+regression target (the sentiment recipe's --task_type regression, or fractional labels) fits ridge regression.
 `--recipe NAME` (default sentiment) picks the task: its data and model flags and its defaults, and its own
 `load` reads and checks the data, so one flag set drives both the recipe and this probe (training flags
 other than --output_dir, --seed and --per_device_eval_batch_size are accepted and unused). The recipe's
@@ -32,6 +33,7 @@ from hf_transfer.evidence.features import (
     cached_embed,
     cross_validate,
     fit_head,
+    heads_for,
     plot_feature_views,
     score_head,
 )
@@ -101,6 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
     task, args = parse(argv)
     feature_args, train_args = args[FeatureArgs], args.training
     data = task.load(args)  # the recipe's own checks and preparation: tokenised text, or clips checked from their headers
+    regression = data.report.get("task_type") == "regression"
+    heads = heads_for(feature_args.heads, regression)
+    if regression and feature_args.feature_views:
+        raise HfTransferError("--feature_views colours the features by class, and a regression target has none; drop it")
     backbone = load_pretrained(AutoModel, args.model, data.config).to(train_args.device)
     label_names = list(data.report.get("label_names") or [data.config.id2label[i] for i in sorted(data.config.id2label)])
 
@@ -116,25 +122,29 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict = {
         "task": task.name, "recipe": args[ProbeRecipeArgs].recipe,
+        "task_type": "regression" if regression else "classification",
         "model_name_or_path": args.model.model_name_or_path, "pooling": feature_args.pooling, "layer": feature_args.layer,
         "embed_seconds": round(embed_seconds, 2), "feature_cache_hit": all(hits.values()),
         "feature_cache_hits": hits,
         "train_examples": len(labels["train"]), "feature_dim": int(features["train"].shape[1]),
-        # A linear head's weights: one output for two classes (logistic regression / SVM), else one per class.
-        "trainable_parameters": (features["train"].shape[1] + 1) * (1 if len(label_names) == 2 else len(label_names)),
+        # A linear head's weights: one output for two classes (logistic regression / SVM) or a number, else one per class.
+        "trainable_parameters": (features["train"].shape[1] + 1) * (1 if regression or len(label_names) == 2
+                                                                    else len(label_names)),
         "total_parameters": sum(p.numel() for p in backbone.parameters()),
     }
-    for head_name in feature_args.heads:
+    for head_name in heads:
         fit_start = time.perf_counter()
         head = fit_head(head_name, features["train"], labels["train"], train_args.seed)
         results[f"{head_name}_fit_seconds"] = round(time.perf_counter() - fit_start, 3)
+        if head_name == "ridge":  # the regularisation leave-one-out chose: at an end of the grid, the grid is too short
+            results["ridge_alpha"] = float(head[-1].alpha_)
         for split in ("validation", "test", "source"):
             if split in features:
                 results.update({f"{split}_{head_name}_{k}": v for k, v in score_head(head, features[split], labels[split]).items()})
         if feature_args.k_folds:
             cv = cross_validate(features["train"], labels["train"], head_name, feature_args.k_folds, train_args.seed)
             results.update({f"cv{feature_args.k_folds}_{head_name}_{k}": v for k, v in cv.items()})
-    first = feature_args.heads[0]
+    first = heads[0]
     for split in ("validation", "test"):  # the first head's scores under the common names (validation_accuracy, ...)
         prefix = f"{split}_{first}_"
         results.update({f"{split}_{k[len(prefix):]}": v for k, v in list(results.items()) if k.startswith(prefix)})
@@ -151,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = out / "metrics.json.tmp"
         tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
         os.replace(tmp, out / "metrics.json")
-        print_probe_summary(results, feature_args.heads)
+        print_probe_summary(results, heads)
     return results
 
 
@@ -159,9 +169,10 @@ def print_probe_summary(results: dict, heads: list[str]) -> None:
     lines = ["", "=" * 64, f"frozen features + classical heads: {results.get('task', '')}",
              f"  embedding: {results['embed_seconds']:.1f} s ({'from cache' if results['feature_cache_hit'] else 'computed, now cached'}), "
              f"{results['train_examples']} train examples, dim {results['feature_dim']}"]
+    score = "mae" if results.get("task_type") == "regression" else "accuracy"
     for head in heads:
-        line = f"  {head:<22} validation accuracy {results.get(f'validation_{head}_accuracy', float('nan')):.4f}"
-        cv = [k for k in results if k.startswith("cv") and k.endswith(f"_{head}_accuracy_mean")]
+        line = f"  {head:<22} validation {score} {results.get(f'validation_{head}_{score}', float('nan')):.4f}"
+        cv = [k for k in results if k.startswith("cv") and k.endswith(f"_{head}_{score}_mean")]
         if cv:
             line += f"   cv {results[cv[0]]:.4f} ± {results[cv[0].replace('_mean', '_std')]:.4f}"
         lines.append(line + f"   fit {results[f'{head}_fit_seconds']:.2f} s")

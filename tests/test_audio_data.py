@@ -114,7 +114,8 @@ def test_every_source_gives_the_same_clips_labels_and_lengths(label_folders, tmp
         data_args, label_args = parse_args((AudioDataArgs, AudioLabelArgs), flags + ["--validation_split_percentage", "25"])
         data = load_audio_classification(data_args, label_args, 16000, min_samples=400, seed=0)
         assert data.label_names == ["high", "low"], name
-        assert set(data.datasets["train"].column_names) == {"audio", "labels", "length", "augment"}, name
+        assert set(data.datasets["train"].column_names) == {"audio", "labels", "length", "augment", "row_number"}, name
+        assert data.datasets["train"]["row_number"] == list(range(len(data.datasets["train"]))), name
         assert set(data.datasets["validation"].column_names) == {"audio", "labels", "length"}, name
         # (label, file name) -> length, over both splits: the Hub copy keeps only file names, the others full paths.
         seen[name] = {
@@ -209,18 +210,34 @@ def test_collator_pads_token_labels_with_minus_100_and_short_batches_to_the_mask
     assert batch["input_values"].shape == (2, 1000) and batch["attention_mask"].sum(1).tolist() == [160, 160]
 
 
-def test_augmentation_touches_training_rows_only(tmp_path):
+def test_augmentation_touches_training_rows_only_and_draws_per_row_epoch_and_seed(tmp_path):
+    from hf_transfer.data.audio_io import add_noise
+    from hf_transfer.data.randomness import AUGMENT_STREAM, ROW, TrainingEpoch
+
     clip = str(write_clip(tmp_path / "tone.wav", 440.0, 16000, 0.5))
-    augment = AudioAugmentArgs(speed_factors=[1.25], noise_snr_db=5.0, noise_probability=1.0)
-    collator = AudioCollator(_feature_extractor(), augment=augment, seed=0)
+    augment = AudioAugmentArgs(speed_factors=[0.8, 1.25], noise_snr_db=5.0, noise_probability=1.0)
+    epoch = TrainingEpoch()
+    collator = AudioCollator(_feature_extractor(), augment=augment, seed=0, epoch=epoch)
     clean = AudioCollator(_feature_extractor())([{"audio": clip, "labels": 0}])["input_values"][0]
 
+    def training(row: int, seed: int = 0) -> np.ndarray:
+        collate = collator if seed == 0 else AudioCollator(_feature_extractor(), augment=augment, seed=seed, epoch=epoch)
+        return collate.waveform({"audio": clip, "labels": 0, "augment": True, ROW: row})
+
     evaluation = collator([{"audio": clip, "labels": 0}])["input_values"][0]
-    training = collator([{"audio": clip, "labels": 0, "augment": True}])["input_values"][0]
     assert torch.equal(evaluation, clean)
-    assert len(training) == 6400  # sped up by 1.25
-    again = collator([{"audio": clip, "labels": 0, "augment": True}])["input_values"][0]
-    assert not torch.equal(training, again), "every draw should give new noise"
+    # Row 3 by hand: its generator (seed, epoch, row, the augmentation's stream) picks the speed, then the noise.
+    rng = np.random.default_rng([0, 0, 3, AUGMENT_STREAM])
+    speed = float(rng.choice([0.8, 1.25]))
+    expected = read_audio(clip, 16000, rng=rng, speed=speed)
+    assert rng.random() < 1.0
+    expected = add_noise(expected, 5.0, rng)
+    assert np.array_equal(training(3), expected) and len(expected) == round(8000 / speed)
+    assert np.array_equal(training(3), training(3))  # the same row, epoch and seed: the same clip (a resumed run's)
+    assert not np.array_equal(training(3), training(4))  # another row
+    assert not np.array_equal(training(3), training(3, seed=1))  # another seed
+    epoch.set(1)
+    assert not np.array_equal(training(3), expected)  # another epoch
 
 
 def test_group_by_length_reads_the_length_column_and_decodes_nothing(label_folders, tmp_path, monkeypatch):

@@ -15,6 +15,13 @@ from audio_helpers import (
     write_zero_rate,
 )
 from conftest import cli_error, lora_parameter_counts
+from trainer_helpers import (
+    BatchRecorder,
+    assert_same_batches,
+    assert_same_weights,
+    keep_only_checkpoint,
+    stop_runs_after,
+)
 
 from hf_transfer import StrategyArgs, TransferTrainer, head_module_names, layer_groups
 from hf_transfer.data.audio import (
@@ -205,6 +212,28 @@ def test_augmentation_and_masking_options_run_and_reach_the_config(audio_root, b
     from transformers import AutoConfig
 
     assert min_batch_samples(AutoConfig.from_pretrained(out)) > 16000 * 0.25 * 1.1
+
+
+def test_a_run_killed_mid_epoch_resumes_with_the_same_speed_noise_and_windows(audio_root, base_checkpoint, tmp_path,
+                                                                              monkeypatch):
+    """Speed, noise and a long clip's window draw from each row's own generator for the epoch: the resumed run trains on
+    the uninterrupted run's clips and ends with its weights, bitwise."""
+    flags = ["--num_train_epochs", "2", "--speed_factors", "0.9", "1.1", "--noise_snr_db", "15",
+             "--max_duration_seconds", "0.25", "--save_strategy", "steps", "--save_steps", "2"]
+    recorder = BatchRecorder(monkeypatch)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    audio_classification.main(classification_argv(base_checkpoint, audio_root, whole, *flags))
+    uninterrupted = recorder.take()  # 14 readable clips, batches of 4, 2 epochs: 8 steps
+    with monkeypatch.context() as patch:
+        stop_runs_after(6, patch)  # killed right after checkpoint-6, in the middle of the second epoch
+        audio_classification.main(classification_argv(base_checkpoint, audio_root, cut, *flags))
+    recorder.take()
+    keep_only_checkpoint(cut, "checkpoint-6")
+    resumed = audio_classification.main(classification_argv(base_checkpoint, audio_root, cut, *flags,
+                                                            "--resume_from_checkpoint", "last"))
+    assert resumed["resumed_from_step"] == 6 and len(uninterrupted) == 8
+    assert_same_batches(uninterrupted[6:], recorder.take())
+    assert_same_weights(whole / "model.safetensors", cut / "model.safetensors")
 
 
 def test_speech_recognition_run_saves_the_vocabulary_with_the_processor(audio_root, base_checkpoint, tmp_path):

@@ -7,6 +7,13 @@ import torch
 from conftest import SHARED_DATA, cli_error
 from image_helpers import make_label_folders, save_tiny_vit, write_bad_images
 from safetensors.torch import load_file
+from trainer_helpers import (
+    BatchRecorder,
+    assert_same_batches,
+    assert_same_weights,
+    keep_only_checkpoint,
+    stop_runs_after,
+)
 
 from hf_transfer.errors import HfTransferError
 from recipes import image_classification, linear_probe
@@ -62,6 +69,32 @@ def test_full_run_learns_saves_the_processor_and_counts_skipped_files(full_run, 
     assert not any(unchanged(saved, base_weights(vit)).values()), "full fine-tuning left a weight untouched"
     card = (out / "README.md").read_text()
     assert "pipeline_tag: image-classification" in card and 'pipeline("image-classification"' in card
+
+
+def test_a_run_killed_mid_epoch_resumes_with_the_same_crops_and_flips_and_ends_bitwise_equal(vit, images, tmp_path,
+                                                                                              monkeypatch):
+    """Crops and flips (both on by default) draw from each row's own generator for the epoch: the resumed run, though it
+    skips its epoch's first batches without collating them, trains on the uninterrupted run's pixel values; here it
+    even resumes on two persistent DataLoader workers where the first run had none."""
+    flags = ["--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "2"]
+    recorder = BatchRecorder(monkeypatch)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    image_classification.main(argv(vit, images, whole, *flags))
+    uninterrupted = recorder.take()  # 16 images, batches of 4, 2 epochs: 8 steps
+    with monkeypatch.context() as patch:
+        stop_runs_after(6, patch)  # killed right after checkpoint-6, in the middle of the second epoch
+        image_classification.main(argv(vit, images, cut, *flags))
+    recorder.take()
+    keep_only_checkpoint(cut, "checkpoint-6")
+    resumed = image_classification.main(argv(vit, images, cut, *flags, "--resume_from_checkpoint", "last",
+                                             "--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true"))
+    assert resumed["resumed_from_step"] == 6
+    assert_same_batches(uninterrupted[6:], recorder.take())
+    assert_same_weights(whole / "model.safetensors", cut / "model.safetensors")
+    # Drawn anew each epoch: the second epoch's 16 training images are not the first's in another order.
+    pixels = [b["pixel_values"] for b in uninterrupted]
+    as_a_set = lambda x: x[x.flatten(1).sum(1).argsort()]
+    assert not torch.equal(as_a_set(torch.cat(pixels[:4])), as_a_set(torch.cat(pixels[4:])))
 
 
 def test_freeze_bottom_block_with_layer_lr_decay(vit, images, tmp_path):

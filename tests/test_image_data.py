@@ -17,6 +17,7 @@ from hf_transfer.data.image import (
     load_image,
     load_image_classification,
 )
+from hf_transfer.data.randomness import AUGMENT_STREAM, ROW, TrainingEpoch
 from hf_transfer.tasks.image_classification import check_training_args
 
 
@@ -157,7 +158,7 @@ def processor():
 
 def _rows(tmp_path, augment: bool, n: int = 6):
     paths = [p for p, _ in make_label_folders(tmp_path / "c", per_label=n // 2, seed=4)]
-    return [{"image": str(p), "labels": i % 2, "augment": augment} for i, p in enumerate(paths)]
+    return [{"image": str(p), "labels": i % 2, "augment": augment, ROW: i} for i, p in enumerate(paths)]
 
 
 def test_evaluation_rows_are_the_processor_alone_and_augmentation_can_be_turned_off(tmp_path, processor):
@@ -181,18 +182,53 @@ def test_evaluation_rows_are_the_processor_alone_and_augmentation_can_be_turned_
     assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)
 
 
-def test_each_worker_draws_its_own_augmentation(tmp_path, processor, monkeypatch):
+def test_each_row_draws_its_own_crop_and_flip_for_the_epoch_and_seed(tmp_path, processor):
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    image = _rows(tmp_path, augment=True)[0]["image"]
+    rows = [{"image": image, "labels": 0, "augment": True, ROW: i} for i in range(6)]  # one image, six rows
+    epoch = TrainingEpoch()
+
+    def draw(seed=11):
+        return ImageCollator(processor, seed=seed, epoch=epoch)(rows)["pixel_values"]
+
+    first = draw()
+    assert torch.equal(draw(), first)  # the same rows, epoch and seed: the same pixels (what a resumed run needs)
+    assert len({v.numpy().tobytes() for v in first}) == 6  # every row its own crop
+    assert not any(torch.equal(a, b) for a, b in zip(draw(seed=12), first))  # another seed, other draws
+    epoch.set(1)  # what the TrainingEpoch callback does as the second epoch begins
+    assert not any(torch.equal(a, b) for a, b in zip(draw(), first))  # another epoch, other draws
+    # Row 4 in epoch 1, by hand: its generator is (seed, epoch, row, the augmentation's stream).
+    rng = np.random.default_rng([11, 1, 4, AUGMENT_STREAM])
+    picture = load_image(image)
+    top, left, h, w = crop_box(picture.height, picture.width, (0.08, 1.0), rng)
+    cropped = F.resized_crop(picture, top, left, h, w, [16, 16], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if rng.random() < 0.5:
+        cropped = F.horizontal_flip(cropped)
+    expected = processor([cropped], return_tensors="pt", do_resize=False, do_center_crop=False)["pixel_values"][0]
+    assert torch.equal(draw()[4], expected)
+    with pytest.raises(ValueError, match="a training row has no 'row_number'"):
+        ImageCollator(processor)([{"image": image, "labels": 0, "augment": True}])
+
+
+@pytest.mark.parametrize("workers,persistent", [(2, False), (2, True)], ids=["2 workers", "2 persistent workers"])
+def test_augmentation_is_the_same_without_and_with_dataloader_workers(tmp_path, processor, workers, persistent):
     rows = _rows(tmp_path, augment=True)
 
-    def draw(worker_seed):
-        info = None if worker_seed is None else types.SimpleNamespace(seed=worker_seed, id=0)
-        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: info)
-        return ImageCollator(processor, seed=11)(rows)["pixel_values"]
+    def batches(num_workers, persistent_workers=False):
+        epoch = TrainingEpoch()
+        loader = torch.utils.data.DataLoader(rows, batch_size=2, collate_fn=ImageCollator(processor, seed=5, epoch=epoch),
+                                             num_workers=num_workers, persistent_workers=persistent_workers)
+        out = []
+        for e in range(2):  # as the Trainer does: the epoch is set before each one begins (its workers already run)
+            epoch.set(e)
+            out += [batch["pixel_values"] for batch in loader]
+        return out
 
-    assert torch.equal(draw(None), draw(None))  # one process: the run's seed decides
-    assert torch.equal(draw(1234), draw(1234))
-    assert not torch.equal(draw(1234), draw(5678))  # workers (and epochs: a new worker seed) differ
-    assert not torch.equal(draw(None), draw(1234))
+    alone = batches(0)
+    assert all(torch.equal(a, b) for a, b in zip(batches(workers, persistent), alone)) and len(alone) == 6
+    assert not any(torch.equal(a, b) for a, b in zip(alone[:3], alone[3:]))  # the second epoch drew anew
 
 
 def test_crop_boxes_stay_inside_and_follow_the_scale():

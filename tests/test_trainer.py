@@ -186,6 +186,64 @@ def test_resumed_run_equals_uninterrupted_run(tokenizer, train_set, tmp_path, st
     assert not differ, differ
 
 
+def test_a_resumed_vit_takes_its_encoder_from_the_checkpoint_and_equals_the_uninterrupted_run(tmp_path):
+    """transformers 5 saves a ViT under its checkpoint format's names (vit.encoder.layer.N...), not the module's
+    (vit.layers.N...): the resumed run must read every weight back (transformers #43701), with no missing-keys warning.
+    Augmentation off here: the weights are what is checked (test_image_classification.py resumes with it on)."""
+    import logging
+
+    from image_helpers import make_label_folders, save_tiny_vit
+    from safetensors.torch import load_file
+    from transformers import ViTForImageClassification, ViTImageProcessor
+
+    from hf_transfer.data.image import ImageAugmentArgs, ImageCollator, ImageDataArgs, load_image_classification
+
+    vit = save_tiny_vit(tmp_path / "vit")
+    make_label_folders(tmp_path / "images", per_label=6, seed=0)
+    rows = load_image_classification(ImageDataArgs(train_dir=str(tmp_path / "images")), seed=0).datasets["train"]
+    collator = ImageCollator(ViTImageProcessor.from_pretrained(vit),
+                             augment=ImageAugmentArgs(random_resized_crop=False, horizontal_flip=False))
+
+    def vit_trainer(out, **overrides):
+        torch.manual_seed(0)  # the new head's initialisation
+        options = dict(output_dir=str(out), per_device_train_batch_size=4, learning_rate=3e-3, num_train_epochs=3,
+                       save_strategy="no", report_to="none", seed=7, dataloader_pin_memory=False, use_cpu=True,
+                       remove_unused_columns=False)
+        options.update(overrides)
+        return TransferTrainer(model=ViTForImageClassification.from_pretrained(vit, num_labels=2), strategy=StrategyArgs(),
+                               args=TrainingArguments(**options), train_dataset=rows, data_collator=collator)
+
+    full = vit_trainer(tmp_path / "full")
+    full.train()
+    expected = snapshot(full.model)
+    first = vit_trainer(tmp_path / "split", save_strategy="steps", save_steps=4)
+    first.add_callback(KillAfter(4))
+    first.train()
+    checkpoint = tmp_path / "split" / "checkpoint-4"
+    saved = set(load_file(checkpoint / "model.safetensors"))
+    # The trap: the checkpoint's encoder names are not the model's.
+    assert "vit.encoder.layer.0.attention.attention.query.weight" in saved
+    assert "vit.layers.0.attention.q_proj.weight" in expected and "vit.layers.0.attention.q_proj.weight" not in saved
+    resumed = vit_trainer(tmp_path / "split")
+    with torch.no_grad():  # scramble what the run trains: all of it must come back from the checkpoint
+        for p in resumed.model.parameters():
+            p.normal_()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert not [r for r in records if "keys" in r.getMessage()], [r.getMessage() for r in records]
+    assert resumed.state.global_step == full.state.global_step == 9
+    got = snapshot(resumed.model)
+    assert got.keys() == expected.keys()
+    differ = {n: float((got[n] - expected[n]).abs().max()) for n in expected if not torch.equal(got[n], expected[n])}
+    assert not differ, differ
+
+
 def test_gradual_never_unfreezes_what_was_frozen_on_purpose(tokenizer, train_set, tmp_path):
     strategy = StrategyArgs(strategy="gradual", unfreeze_every=1, unfreeze_unit="step")
     trainer = make_trainer(tokenizer, train_set, tmp_path, strategy, num_train_epochs=1)

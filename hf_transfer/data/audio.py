@@ -37,7 +37,7 @@ from hf_transfer.data.media import (
     nothing_usable_error,
     report_bad_files,
 )
-from hf_transfer.data.randomness import WorkerRandom
+from hf_transfer.data.randomness import AUGMENT, AUGMENT_STREAM, RowRandom, TrainingEpoch
 from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
@@ -202,7 +202,8 @@ class AudioCollator:
     """
 
     def __init__(self, feature_extractor, *, max_seconds: float | None = None, augment: AudioAugmentArgs | None = None,
-                 min_samples: int = 0, seed: int = 42, long_training_clips: int | None = None):
+                 min_samples: int = 0, seed: int = 42, long_training_clips: int | None = None, shift=None,
+                 epoch: TrainingEpoch | None = None):
         self.feature_extractor = feature_extractor
         self.sampling_rate = feature_extractor.sampling_rate
         self.max_seconds = max_seconds
@@ -210,7 +211,10 @@ class AudioCollator:
         self.min_samples = min_samples
         # Training clips over max_seconds (a random window each epoch); None: unknown (the loader's report says)
         self.long_training_clips = long_training_clips
-        self.random = WorkerRandom(seed)
+        # Speed, noise and a long clip's window: the row's own draws for the epoch (hf_transfer.data.randomness); `epoch`
+        # is the run's, registered as a callback by the task.
+        self.random = RowRandom(seed, AUGMENT_STREAM, epoch)
+        self.shift = shift  # a ShiftPlan (hf_transfer/data/shift): target conditions on decoded clips, before the noise
 
     @property
     def inputs_vary_per_epoch(self) -> str | bool:
@@ -218,6 +222,8 @@ class AudioCollator:
         False: read by the cached frozen prefix, which must see the same input every epoch."""
         if self.augment.speed_factors or self.augment.noise_snr_db is not None:
             return "the audio collator augments training clips (--speed_factors, --noise_snr_db), so they change every epoch"
+        if self.shift is not None and self.shift.varies_per_epoch:
+            return "--synthetic_shift transforms training clips anew every epoch"
         if self.max_seconds is not None and self.long_training_clips != 0:
             many = "some" if self.long_training_clips is None else str(self.long_training_clips)
             return (f"{many} training clips are longer than --max_duration_seconds {self.max_seconds:g} and get a random "
@@ -225,11 +231,14 @@ class AudioCollator:
         return False
 
     def waveform(self, row: dict) -> np.ndarray:
-        if not row.get("augment"):
-            return read_audio(row["audio"], self.sampling_rate, max_seconds=self.max_seconds)
-        rng = self.random.generator()
+        if not row.get(AUGMENT):
+            waveform = read_audio(row["audio"], self.sampling_rate, max_seconds=self.max_seconds)
+            return waveform if self.shift is None else self.shift.apply(row, waveform, sampling_rate=self.sampling_rate)
+        rng = self.random.generator(row)
         speed = float(rng.choice(self.augment.speed_factors)) if self.augment.speed_factors else 1.0
         waveform = read_audio(row["audio"], self.sampling_rate, max_seconds=self.max_seconds, rng=rng, speed=speed)
+        if self.shift is not None:
+            waveform = self.shift.apply(row, waveform, sampling_rate=self.sampling_rate)
         probability = 0.5 if self.augment.noise_probability is None else self.augment.noise_probability
         if self.augment.noise_snr_db is not None and rng.random() < probability:
             waveform = add_noise(waveform, self.augment.noise_snr_db, rng)

@@ -20,6 +20,7 @@ from hf_transfer.data.text import (
     TextDataArgs,
     drop_empty_texts,
     find_columns,
+    task_type_of,
     tokenize_splits,
 )
 from hf_transfer.errors import HfTransferError
@@ -100,6 +101,9 @@ class DomainDataArgs(TextDataArgs):
             raise HfTransferError(f"--validation_split_percentage must be in 1..99, got {self.validation_split_percentage}")
         if self.max_target_samples is not None and self.max_target_samples < 1:
             raise HfTransferError(f"--max_target_samples must be at least 1, got {self.max_target_samples}")
+        if self.task_type == "regression":
+            raise HfTransferError("domain adaptation trains classifiers: --task_type regression is offered by the "
+                                  "sentiment recipe only")
 
 
 @dataclass
@@ -215,6 +219,9 @@ def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int) -> Dom
     raw = _read_source(args)
     check_not_empty(raw, what="labelled row")
     columns = find_columns(raw, args)  # the text and label columns, by name or found as the sentiment recipe finds them
+    if task_type_of(args, raw) == "regression":
+        raise HfTransferError(f"the '{columns.label}' column holds fractional numbers, a regression target, and domain "
+                              "adaptation trains classifiers: pass --task_type classification to treat them as classes")
     data, names = encode_labels(raw, columns.label, args.class_names)
     data, dropped = drop_empty_texts(data, columns.text)
     duplicates = 0

@@ -15,9 +15,10 @@ an error with `--on_bad_image error`; never a crash mid-epoch. The check runs af
 subset makes it that much smaller, and the report counts it (`<split>_bad_images_skipped`).
 
 Decoding happens in the collator, as for audio: rows are references plus labels, nothing decoded reaches the
-cache, and the Trainer hands one collator every split, so training rows carry an `augment` flag. Training
-images get a random resized crop and a horizontal flip (torchvision's functional ops, parameters drawn from a
-per-worker generator); every image then goes through the model's own image processor (size, normalisation).
+cache, and the Trainer hands one collator every split, so training rows carry an `augment` flag (and their row
+number). Training images get a random resized crop and a horizontal flip (torchvision's functional ops, parameters
+drawn from the row's own generator for the epoch: hf_transfer.data.randomness, so a resumed run crops and flips as the
+uninterrupted one); every image then goes through the model's own image processor (size, normalisation).
 With both augmentations off, training images are the same every epoch, which --cache_frozen_prefix needs.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ from hf_transfer.data.media import (
     open_target,
     report_bad_files,
 )
-from hf_transfer.data.randomness import WorkerRandom
+from hf_transfer.data.randomness import AUGMENT, AUGMENT_STREAM, RowRandom, TrainingEpoch
 from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
@@ -272,17 +273,20 @@ class ImageCollator:
     evaluation sees exactly what the model's own processor gives at inference.
     """
 
-    def __init__(self, image_processor, *, augment: ImageAugmentArgs | None = None, seed: int = 42):
+    def __init__(self, image_processor, *, augment: ImageAugmentArgs | None = None, seed: int = 42, shift=None,
+                 epoch: TrainingEpoch | None = None):
         self.image_processor = image_processor
         self.augment = augment or ImageAugmentArgs()
         self.size = processor_output_size(image_processor)
         self.interpolation = _interpolation(image_processor)
-        self.random = WorkerRandom(seed)
+        self.random = RowRandom(seed, AUGMENT_STREAM, epoch)  # `epoch`: the run's, registered as a callback by the task
+        self.shift = shift  # a ShiftPlan (hf_transfer/data/shift): target conditions on decoded images, before the crop
 
     @property
     def inputs_vary_per_epoch(self) -> bool:
         """Whether training images change between epochs (read by --cache_frozen_prefix): only with augmentation on."""
-        return bool(self.augment.random_resized_crop or self.augment.horizontal_flip)
+        varies = self.shift is not None and self.shift.varies_per_epoch
+        return bool(self.augment.random_resized_crop or self.augment.horizontal_flip or varies)
 
     def _decode(self, source):
         try:
@@ -291,10 +295,10 @@ class ImageCollator:
             raise HfTransferError(f"cannot decode image {describe(source)} ({error}); it was readable when the data "
                                   "was checked before training: was it changed or removed since?") from error
 
-    def _augmented(self, image):
+    def _augmented(self, image, row: dict):
         from torchvision.transforms.v2 import functional as F
 
-        rng = self.random.generator()
+        rng = self.random.generator(row)
         if self.augment.random_resized_crop:
             top, left, h, w = crop_box(image.height, image.width, tuple(self.augment.crop_scale), rng)
             image = F.resized_crop(image, top, left, h, w, list(self.size), interpolation=self.interpolation, antialias=True)
@@ -303,9 +307,11 @@ class ImageCollator:
         return image
 
     def pixel_values(self, rows: list[dict]) -> torch.Tensor:
-        train = [bool(row.get("augment")) for row in rows]
+        train = [bool(row.get(AUGMENT)) for row in rows]
         images = [self._decode(row["image"]) for row in rows]
-        images = [self._augmented(image) if t else image for image, t in zip(images, train)]
+        if self.shift is not None:
+            images = [self.shift.apply(row, image) for row, image in zip(rows, images)]
+        images = [self._augmented(image, row) if t else image for image, row, t in zip(images, rows, train)]
         values: list = [None] * len(rows)
         cropped = self.augment.random_resized_crop
         for flag in (False, True):

@@ -1,10 +1,14 @@
-"""Label sets and label ids: which names a data set's labels have, their order, and each row's id."""
+"""Label sets and label ids: which names a data set's labels have, their order, and each row's id; or, for a
+regression target, each row's number."""
 from __future__ import annotations
+
+import math
 
 from hf_transfer.errors import HfTransferError
 
 # Common names of a label column, found when --label_column is not given (every modality).
 LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target", "category")
+TASK_TYPES = ("auto", "classification", "regression")  # --task_type of the text recipes
 _LISTED_LABELS = 10  # labels outside the set named in the error; beyond this only counted
 
 
@@ -119,3 +123,56 @@ def encode_labels(raw, column: str, class_names: list[str] | None, what: str = "
 
 
 
+
+
+def looks_like_regression(feature, train_values: list) -> bool:
+    """--task_type auto's rule: a regression target when every training label is a number and at least one has a
+    fractional part (0.75, 3.5). Integer scores (ratings 1-10), text and a ClassLabel feature stay classes: a rating
+    scale is as often a set of classes as a number."""
+    from datasets import ClassLabel
+
+    if isinstance(feature, ClassLabel):
+        return False
+    present = [v for v in train_values if not _missing(v)]
+    numeric = bool(present) and all(_is_number(v) and math.isfinite(v) for v in present)
+    return numeric and any(not float(v).is_integer() for v in present)
+
+
+def _as_target(value) -> float | None:
+    """A regression target as a float: a finite number, or text that reads as one ("3.5"); else None."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not _is_number(value) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def encode_targets(raw, column: str, what: str = "row"):
+    """Replace `column` with a float32 column `labels` in every split: the regression targets.
+
+    Errors, one line each: rows with no target, and the first row whose target is not a finite number (named by its
+    position in the split, counting data rows from 1).
+    """
+    from datasets import DatasetDict, Value
+
+    encoded = {}
+    for split, dataset in raw.items():
+        values = list(dataset[column])
+        missing = sum(_missing(v) for v in values)
+        if missing:
+            raise HfTransferError(f"{missing} {what}s of the {split} split have no target value; fill or remove them")
+        targets = [_as_target(v) for v in values]
+        bad = next((i for i, t in enumerate(targets) if t is None), None)
+        if bad is not None:
+            raise HfTransferError(
+                f"{what} {bad + 1} of the {split} split has the target {values[bad]!r} in '{column}', not a number; "
+                "a regression target needs a finite number in every row: fix or remove it"
+            )
+        staged = "labels" + "_" * (1 + max(len(c) for c in dataset.column_names))  # as in encode_labels
+        dataset = dataset.add_column(staged, targets)
+        dataset = dataset.remove_columns([c for c in (column, "labels") if c in dataset.column_names])
+        encoded[split] = dataset.rename_column(staged, "labels").cast_column("labels", Value("float32"))
+    return DatasetDict(encoded)

@@ -164,8 +164,9 @@ def _load_hub(args: MediaDataArgs) -> dict:
         raise HfTransferError(f"cannot load dataset '{args.dataset_name}': {message}") from error
 
 
-def _is_media_file(path: Path, medium: Medium) -> bool:
-    # Hidden files are not data: macOS's "._x.wav" resource forks carry a media suffix but no media.
+def is_media_file(path: Path, medium: Medium) -> bool:
+    """A file of this medium by its suffix. Hidden files are not data: macOS's "._x.wav" resource forks carry a media
+    suffix but no media."""
     return path.is_file() and path.suffix.lower() in medium.suffixes and not path.name.startswith(".")
 
 
@@ -175,11 +176,11 @@ def scan_label_folders(root: str, split: str, medium: Medium):
 
     paths, labels = [], []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for file in sorted(p for p in folder.rglob("*") if _is_media_file(p, medium)):
+        for file in sorted(p for p in folder.rglob("*") if is_media_file(p, medium)):
             paths.append(str(file))
             labels.append(folder.name)
     if not paths:
-        loose = sum(1 for p in Path(root).iterdir() if _is_media_file(p, medium))
+        loose = sum(1 for p in Path(root).iterdir() if is_media_file(p, medium))
         hint = f" ({loose} {medium.column} files lie directly in it: put them in a subfolder named after their label)" if loose else ""
         raise HfTransferError(
             f"the {split} split is empty: {root} has no label subfolders with {medium.column} files{hint}; "
@@ -243,17 +244,18 @@ def _media_and_target(raw: dict, args: MediaDataArgs, target: str | None, target
     return datasets.DatasetDict(prepared)
 
 
+def resolve_media_path(value, base: Path):
+    """A table's media path as a path to open: a relative one points into `base`, the table's (resolved) folder."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    # normpath: "tables/../images/a.png" is logged as the file's own path when it is skipped.
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
 def _resolve_paths(dataset, column: str, table: str):
     base = Path(table).resolve().parent
-
-    def resolve(value):
-        if not isinstance(value, str) or not value:
-            return value
-        path = Path(value).expanduser()
-        # normpath: "tables/../images/a.png" is logged as the file's own path when it is skipped.
-        return os.path.normpath(path if path.is_absolute() else base / path)
-
-    return dataset.remove_columns(column).add_column(column, [resolve(v) for v in dataset[column]])
+    return dataset.remove_columns(column).add_column(column, [resolve_media_path(v, base) for v in dataset[column]])
 
 
 def hold_out_and_subsample(data, args: MediaDataArgs, seed: int, stratify: bool = True):
@@ -314,14 +316,17 @@ def check_every_split(data, check: Callable):
     """`check(dataset, split)` -> (checked dataset, report entries) on every split; returns (DatasetDict, report).
 
     The Trainer hands one collator every split: an `augment` column in the training split is how the collator tells
-    training rows (cropped, augmented) from evaluation rows. `hf_transfer.evidence.features.embed` drops it, so
-    frozen features are of the media as they are.
+    training rows (cropped, augmented) from evaluation rows, and `row_number` keys each row's random draws
+    (hf_transfer.data.randomness). `hf_transfer.evidence.features.embed` drops the flag, so frozen features are of the
+    media as they are.
     """
     from datasets import DatasetDict
+
+    from hf_transfer.data.randomness import flag_training_rows
 
     checked, report = {}, {}
     for split, dataset in data.items():
         checked[split], entries = check(dataset, split)
         report.update(entries)
-    checked["train"] = checked["train"].add_column("augment", [True] * len(checked["train"]))
+    checked["train"] = flag_training_rows(checked["train"])
     return DatasetDict(checked), report

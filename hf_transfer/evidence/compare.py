@@ -4,9 +4,10 @@ Pure functions over finished runs (their metrics and learning curves); `recipes/
 runs. Spread is the standard deviation over seeds (and folds), so a difference smaller than it is noise.
 
 The direction of "better" follows the metric: accuracy, F1 and the like are higher-is-better; a metric
-whose name has a `wer`, `cer`, `loss` or `perplexity` part is lower-is-better, and "best" and "negative
-transfer" flip with it. Runs made at several training-set sizes (`Run.train_size`, compare's
---train_sizes) add the transfer learning curve: the metric against the number of labelled examples.
+whose name has a `wer`, `cer`, `loss`, `perplexity` part or a regression error (`mse`, `rmse`, `mae`) is
+lower-is-better, and "best" and "negative transfer" flip with it. Runs made at several training-set sizes
+(`Run.train_size`, compare's --train_sizes) add the transfer learning curve: the metric against the number of
+labelled examples.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ import numpy as np
 from hf_transfer.errors import HfTransferError
 
 SCRATCH = "scratch"
-LOWER_IS_BETTER = ("wer", "cer", "loss", "perplexity")
-UNSCALED = ("loss", "perplexity")  # not fractions: shown as they are, not in percent
+LOWER_IS_BETTER = ("wer", "cer", "loss", "perplexity", "mse", "rmse", "mae")
+# Not fractions: shown as they are, not in percent (regression errors are in the target's units, R² and correlations
+# run from -1 to 1).
+UNSCALED = ("loss", "perplexity", "mse", "rmse", "mae", "r2", "pearson", "spearman")
 
 
 def _parts(metric: str) -> set[str]:
@@ -35,8 +38,14 @@ def lower_is_better(metric: str) -> bool:
 
 
 def scale(metric: str) -> float:
-    """100 for fractions (accuracy, F1, WER: shown in percent, differences in points), 1 for losses and perplexity."""
+    """100 for fractions (accuracy, F1, WER: shown in percent, differences in points), 1 for losses, perplexity and
+    regression scores."""
     return 1.0 if _parts(metric) & set(UNSCALED) else 100.0
+
+
+def report_metric(task_metric: str, task_type: str | None = None) -> str:
+    """The metric a report compares unless told otherwise: the recipe's own, or validation MAE for a regression run."""
+    return "validation_mae" if task_type == "regression" else task_metric
 
 
 def _unit(metric: str) -> str:
@@ -61,6 +70,7 @@ class Run:
     fold: int | None = None
     train_size: int | None = None  # the size asked for (per class or in all: see compare's --train_sizes)
     variant: str | None = None  # the data variant (compare's --variants: e.g. a domain pair)
+    draw: int | None = None  # the training subset drawn (compare's --few_shot_draws: its --train_sample_seed)
 
     def size_on_disk_mb(self) -> float | None:
         """Saved weights (safetensors at the top of the output folder; checkpoints excluded)."""
@@ -413,14 +423,16 @@ def write_report(runs: list[Run], out_dir: str | Path, metric: str = "validation
                   "bold. The tables above pool every variant.", ""]
     if any(r.forgetting is not None for r in rows):
         lines.append("Forgetting = source-task accuracy before minus after fine-tuning, in points (positive: forgot).")
-    lines += ["", "Spread is the standard deviation over seeds (and folds); with one run it is 0 and says nothing.", ""]
+    lines += ["", "Spread is the standard deviation over seeds (and folds, or few-shot draws); with one run it is 0 and "
+              "says nothing.", ""]
     if by_size:
         lines += [f"Plots below: the runs at the largest size ({_size_heading(max(by_size), examples.get(max(by_size)), size_unit)}).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     lines += ["", "## Environment", "", *(f"- {k}: {v}" for k, v in env.items()), ""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "runs.json").write_text(json.dumps(
-        [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, "variant": r.variant, "output_dir": r.output_dir,
+        [{"arm": r.arm, "seed": r.seed, "fold": r.fold, "train_size": r.train_size, "variant": r.variant, "draw": r.draw,
+          "output_dir": r.output_dir,
           "metrics": r.metrics} for r in runs],
         indent=1, default=str))
     return out / "report.md"

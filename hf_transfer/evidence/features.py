@@ -19,7 +19,11 @@ from torch.utils.data import DataLoader
 from hf_transfer.errors import HfTransferError
 
 logger = logging.getLogger(__name__)
-HEADS = ("logistic_regression", "linear_svm", "mlp")
+HEADS = ("logistic_regression", "linear_svm", "mlp")  # classifiers, for class labels
+REGRESSION_HEADS = ("ridge",)  # for a regression target (one number per example)
+# Ridge's regularisation strengths, chosen among by leave-one-out cross-validation on the (standardised) training
+# features: from barely regularised to nearly the training mean.
+RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 PARALLEL_FIT_SIZE = 250_000  # feature values (rows x dimensions) from which logistic regression's CV folds run in parallel
 
 
@@ -27,15 +31,20 @@ PARALLEL_FIT_SIZE = 250_000  # feature values (rows x dimensions) from which log
 class FeatureArgs:
     pooling: str = field(default="mean", metadata={"help": "How an example becomes one vector: 'mean' of the tokens (frames; an image's patches) or the first token ('cls', ViT's CLS token).", "choices": ("mean", "cls")})
     layer: int = field(default=-1, metadata={"help": "Hidden state to pool: -1 the last layer, 0 the embeddings, i the output of block i."})
-    heads: list[str] = field(default_factory=lambda: ["logistic_regression"], metadata={"help": f"Classical heads to fit: {', '.join(HEADS)}."})
+    heads: list[str] | None = field(
+        default=None,
+        metadata={"help": f"Classical heads to fit: for class labels {', '.join(HEADS)} (default {HEADS[0]}); for a "
+                  f"regression target {', '.join(REGRESSION_HEADS)} (the default)."},
+    )
     feature_cache_dir: str = field(default="outputs/feature_cache", metadata={"help": "Where embedded features are cached (keyed by model, data and settings)."})
     k_folds: int | None = field(default=None, metadata={"help": "Also report k-fold cross-validation on the training set (mean and std)."})
     feature_views: bool = field(default=False, metadata={"help": "Write PCA and t-SNE scatter plots of the features, coloured by label."})
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.heads) - set(HEADS))
+        unknown = sorted(set(self.heads or ()) - set(HEADS + REGRESSION_HEADS))
         if unknown:
-            raise HfTransferError(f"unknown head(s) {', '.join(unknown)}; choose from {', '.join(HEADS)}")
+            raise HfTransferError(f"unknown head(s) {', '.join(unknown)}; choose from "
+                                  f"{', '.join(HEADS + REGRESSION_HEADS)}")
         if self.k_folds is not None and self.k_folds < 2:
             raise HfTransferError(f"--k_folds must be at least 2, got {self.k_folds}")
 
@@ -197,14 +206,28 @@ def cached_embed(backbone, dataset, collator, cache_dir: str | Path, pooling: st
     return features, False
 
 
+def heads_for(asked: list[str] | None, regression: bool) -> list[str]:
+    """The heads to fit: those asked for, else the default (logistic regression for classes, ridge for a number); a
+    classifier for a regression target, or ridge for classes, is an error."""
+    allowed = REGRESSION_HEADS if regression else HEADS
+    wrong = [name for name in asked or () if name not in allowed]
+    if wrong:
+        kind = "a regression target (a number per example)" if regression else "class labels"
+        raise HfTransferError(f"head {wrong[0]} does not fit {kind}; choose from {', '.join(allowed)}")
+    return list(asked or allowed[:1])
+
+
 def fit_head(name: str, features: np.ndarray, labels: np.ndarray, seed: int = 42):
-    """A scikit-learn classifier on standardised features, fitted."""
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    """A scikit-learn classifier (or, `ridge`, a regressor) on standardised features, fitted."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeCV
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
+    if name == "ridge":
+        # RidgeCV's default cross-validation is leave-one-out, computed in closed form: exact, and as cheap as one fit.
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(features, np.asarray(labels, np.float64))
     folds = min(5, int(np.unique(labels, return_counts=True)[1].min()))
 
     def logistic_regression():
@@ -229,9 +252,15 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray, seed: int = 42
 
 
 def score_head(head, features: np.ndarray, labels: np.ndarray) -> dict:
-    """Metrics of a fitted head; ROC AUC from probabilities, or from the SVM's decision function."""
-    from hf_transfer.metrics.classification import classification_scores
+    """Metrics of a fitted head; ROC AUC from probabilities, or from the SVM's decision function. A regressor: the
+    regression scores (MSE, MAE, R², correlations)."""
+    from sklearn.base import is_regressor
 
+    from hf_transfer.metrics.classification import classification_scores
+    from hf_transfer.metrics.regression import regression_scores
+
+    if is_regressor(head):
+        return regression_scores(labels, head.predict(features))
     if hasattr(head, "predict_proba"):
         scores = head.predict_proba(features)
     else:
@@ -257,20 +286,33 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.nda
     return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
+def shuffled_folds(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k (train, held-out) index pairs of n rows in a seeded random order: for a regression target, which has no
+    classes to stratify by."""
+    from sklearn.model_selection import KFold
+
+    if n < k:
+        raise HfTransferError(f"--k_folds {k} needs at least {k} examples; there are {n}")
+    return list(KFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n)))
+
+
 def cross_validate(features: np.ndarray, labels: np.ndarray, head_name: str, k: int, seed: int) -> dict:
-    """Mean and standard deviation of each metric over k stratified folds."""
+    """Mean and standard deviation of each metric over k folds (stratified by label; shuffled for a regressor)."""
+    folds = shuffled_folds(len(labels), k, seed) if head_name in REGRESSION_HEADS else stratified_folds(labels, k, seed)
     per_fold = []
-    for train_idx, held_idx in stratified_folds(labels, k, seed):
+    for train_idx, held_idx in folds:
         head = fit_head(head_name, features[train_idx], labels[train_idx], seed)
         per_fold.append(score_head(head, features[held_idx], labels[held_idx]))
     return {f"{m}_{stat}": float(fn([f[m] for f in per_fold])) for m in per_fold[0] for stat, fn in (("mean", np.mean), ("std", np.std))}
 
 
-def frozen_baseline(backbone, train, evaluation, collator, seed: int = 42) -> dict:
-    """Logistic regression on frozen mean-pooled features: what transfer without fine-tuning gives."""
+def frozen_baseline(backbone, train, evaluation, collator, seed: int = 42, regression: bool = False) -> dict:
+    """Logistic regression (a regression target: ridge regression, with its chosen `ridge_alpha`) on frozen mean-pooled
+    features: what transfer without fine-tuning gives."""
     train_x, eval_x = embed(backbone, train, collator), embed(backbone, evaluation, collator)
-    head = fit_head("logistic_regression", train_x, np.asarray(train["labels"]), seed)
-    return score_head(head, eval_x, np.asarray(evaluation["labels"]))
+    head = fit_head(heads_for(None, regression)[0], train_x, np.asarray(train["labels"]), seed)
+    scores = score_head(head, eval_x, np.asarray(evaluation["labels"]))
+    return {**scores, "ridge_alpha": float(head[-1].alpha_)} if regression else scores
 
 
 def plot_feature_views(features: np.ndarray, labels: np.ndarray, label_names: list[str], out_dir: str | Path,

@@ -1,1 +1,2 @@
-"""Metrics computed offline: classification (scikit-learn), generation (sacrebleu, rouge-score), speech (WER/CER)."""
+"""Metrics computed offline: classification and regression (scikit-learn, scipy), generation (sacrebleu, rouge-score),
+speech (WER/CER)."""

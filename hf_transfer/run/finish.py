@@ -125,9 +125,28 @@ def print_summary(results: dict, output_dir: Path, task_lines: list[str] = ()) -
     for key in ("peak_cpu_memory_gb", "peak_gpu_memory_gb"):
         if key in results:
             lines.append(f"  {key.replace('_', ' '):<36} {results[key]:.2f} GB")
+    lines += shift_lines(results)
     lines += [f"  {line}" for line in task_lines]
     lines += [f"  saved to {output_dir}", "=" * 64]
     print("\n".join(lines), flush=True)
 
 
+# The scores set beside the clean ones (the others stay in metrics.json): classification, then regression's.
+_SHIFT_COMPARED = ("_accuracy", "_f1", "_loss", "_mse", "_mae", "_r2")
+
+
+def shift_lines(results: dict) -> list[str]:
+    """Each shifted validation copy's scores beside the clean validation's (--eval_shift): `shifted_validation_x` (or
+    `shifted_<name>_validation_x`) against `validation_x`."""
+    lines = [f"  {'eval shift (' + key[: -len('_eval_shift')] + ')':<36} {results[key]}"
+             for key in sorted(results) if key.startswith("shifted") and key.endswith("_eval_shift")]
+    for key in sorted(results):
+        if not key.startswith("shifted_") or "_validation_" not in key or not key.endswith(_SHIFT_COMPARED):
+            continue
+        clean = "validation_" + key.split("_validation_", 1)[1]
+        shifted, reference = results[key], results.get(clean)
+        if isinstance(shifted, (int, float)) and isinstance(reference, (int, float)):
+            copy = key.split("_validation_", 1)[0]
+            lines.append(f"  {clean + ' (' + copy + ')':<36} {shifted:.4f} (clean {reference:.4f}, {shifted - reference:+.4f})")
+    return lines
 

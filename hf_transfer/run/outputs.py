@@ -35,7 +35,8 @@ WRITTEN = (
     "generation_config.json", "metrics.json", "metrics.json.tmp", "log_history.json", RUN_MANIFEST, "training_args.bin",
     "tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "spiece.model", "added_tokens.json",
     "preprocessor_config.json", "processor_config.json", "chat_template.*", "README.md", "*_predictions.jsonl", "*.png",
-    "generated_predictions.txt",
+    "generated_predictions.txt", "shift_preview.txt",
+    "onnx",  # recipes/export.py's default export folder: an export of the replaced model would outlive it
 )
 
 
@@ -89,6 +90,17 @@ def run_identity(instances) -> dict:
 
 def _written(folder: Path) -> list[Path]:
     return sorted({p for pattern in WRITTEN for p in folder.glob(pattern)})
+
+
+def run_options(folder: str | Path) -> dict:
+    """The options of the run that wrote `folder` (its run.json), or {} for a folder no recipe wrote."""
+    path = Path(folder) / RUN_MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("options") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return {}
 
 
 def resume_requested(train_args) -> bool:

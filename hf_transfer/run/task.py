@@ -73,6 +73,9 @@ class TaskData:
     report: dict = field(default_factory=dict)  # what the data gave (label names, counts, skips): into metrics.json
     eval_splits: tuple[str, ...] = ("validation", "test")  # evaluated after training, those present
     extra: dict = field(default_factory=dict)  # anything a task's hooks need later (its own objects)
+    # TrainerCallbacks the data needs (the TrainingEpoch that keys the collator's per-row random draws, the shift's
+    # preview): given to the trainer
+    callbacks: list = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +93,9 @@ class Task:
     labelled: bool = True  # examples carry class labels: per-class subsets and the frozen-features arm apply
     build_model: Callable[[Args, TaskData], Any] | None = None  # default: model_class.from_pretrained (or from config)
     prepare_model: Callable[[Any, Args], Any] | None = None  # default: apply the strategy
+    # (args, data, the keyword arguments run_task builds) -> the trainer; default: trainer_class(**those). For a trainer
+    # chosen by the options (the text recipes' contrastive few-shot phase, hf_transfer/contrastive.py).
+    build_trainer: Callable[[Args, TaskData, dict], Any] | None = None
     before_train: Callable[[Any, Args, TaskData], dict] | None = None  # (trainer, args, data) -> metrics to record
     after_train: Callable[[Any, Args, TaskData, dict], dict] | None = None  # (..., train metrics) -> metrics to record
     after_save: Callable[[Any, Args, dict], None] | None = None  # (trainer, args, results), rank 0 only
@@ -192,7 +198,7 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
     model = task.prepare_model(model, args) if task.prepare_model else apply_strategy(model, strategy)
     trainers.check_setup(model, train_args, strategy, data.collator)  # what the trainer would refuse, before any write
     start_output_dir(train_args, args[OutputArgs], identity, resume)  # the first write: everything loaded and checked
-    trainer = getattr(trainers, task.trainer_class)(
+    trainer_kwargs = dict(
         model=model,
         args=train_args,
         strategy=strategy,
@@ -202,7 +208,12 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
         data_collator=data.collator,
         compute_metrics=data.compute_metrics,
         preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
+        callbacks=list(data.callbacks) or None,
     )
+    if task.build_trainer is not None:
+        trainer = task.build_trainer(args, data, trainer_kwargs)
+    else:
+        trainer = getattr(trainers, task.trainer_class)(**trainer_kwargs)
     recorded = {
         "task": task.name,
         "model_name_or_path": display_path(args.model.model_name_or_path),

@@ -22,13 +22,16 @@ def peft_settings(model) -> dict | None:
 
 def save_adapter_config(model, out: Path) -> None:
     """The trained model's config beside the adapter: its label names (id2label, label2id) and head sizes, which
-    the base model's own config lacks, so a reload gets them back (see the card's "How to use")."""
+    the base model's own config lacks, so a reload gets them back (see the card's "How to use"); and for a model that
+    generates, its generation config."""
     import copy
 
     base = model.get_base_model()
     config = copy.deepcopy(base.config)
     config.architectures = [type(base).__name__]  # what save_pretrained of the full model would write
     config.save_pretrained(out)
+    if base.can_generate():  # the run's generation settings (start token, length, beams), as a full model keeps them
+        base.generation_config.save_pretrained(out)
 
 
 def merge_adapter(model, out: Path):

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_transfer.evidence.compare import SCRATCH, lower_is_better
+from hf_transfer.evidence.compare import SCRATCH, lower_is_better, report_metric
 from hf_transfer.models.loading import (
     DEFAULT_MODEL_LICENSE,
     DEFAULT_MODEL_NAME,
@@ -41,7 +41,8 @@ PIPELINE_TAGS = {
     "AutoModelForTokenClassification": "token-classification",
 }
 # Scores a card reports, in this order (metrics.json keys are `<split>_<score>`).
-SCORES = ("accuracy", "f1", "precision", "recall", "roc_auc", "wer", "cer", "bleu", "chrf", "rouge1", "rouge2", "rougeL")
+SCORES = ("accuracy", "f1", "precision", "recall", "roc_auc", "mse", "rmse", "mae", "r2", "pearson", "spearman", "wer",
+          "cer", "bleu", "chrf", "rouge1", "rouge2", "rougeL")
 DATA_FIELD_PREFIXES = ("train", "validation", "test", "source_eval", "target")
 
 
@@ -236,7 +237,8 @@ def results_table(results: dict, references: dict[str, dict], primary: str) -> t
     """The results table's columns and rows (metric, split, then one cell per column), and the model-index
     entries (split, score, value) of this model."""
     baseline = scores(results, "baseline")
-    columns = ["this model", *(["frozen backbone + logistic regression"] if baseline else [])]
+    head = "ridge regression" if results.get("task_type") == "regression" else "logistic regression"
+    columns = ["this model", *([f"frozen backbone + {head}"] if baseline else [])]
     columns += ["from scratch (compare)" if arm == SCRATCH else
                 f"frozen features + {arm.removeprefix('frozen+').replace('_', ' ')} (compare)" for arm in references]
     rows, index = [], []
@@ -289,9 +291,9 @@ def recipe_options(args) -> list[tuple[str, str]]:
 
 
 def _model_name(out: Path, repo_id: str | None) -> str:
-    """The repository, else the output folder's name, with compare's seed_/fold_/size_ levels joined to their arm."""
+    """The repository, else the output folder's name, with compare's seed_/fold_/size_/draw_ levels joined to their arm."""
     parts = [out.name]
-    while re.fullmatch(r"(seed|fold|size)_\d+", out.name) and out.parent != out:
+    while re.fullmatch(r"(seed|fold|size|draw)_\d+", out.name) and out.parent != out:
         out = out.parent
         parts.insert(0, out.name)
     return repo_id or "-".join(parts)
@@ -345,7 +347,7 @@ def build_card(task, args, data, results: dict, *, saved: str = "full", adapter:
     bases = [] if args.model.from_scratch else names
     name = _model_name(out, repo_id)
     references = reference_results(args)
-    columns, rows, index = results_table(results, references, task.metric)
+    columns, rows, index = results_table(results, references, report_metric(task.metric, results.get("task_type")))
     strategy = args.strategy.strategy
     tags = ["hf_transfer", "transfer-learning", f"strategy-{strategy}", *([strategy] if strategy in ("lora", "peft") else []),
             *(["merged-adapter"] if saved == "merged" else []), *(["from-scratch"] if args.model.from_scratch else [])]
@@ -370,6 +372,7 @@ def build_card(task, args, data, results: dict, *, saved: str = "full", adapter:
         local_model=Path(given).name, project_url=project_url(),
         lineage=local_card.get("base_model") if "hf_transfer" in (local_card.get("tags") or []) else None,
         labels=results.get("label_names") or (data.report.get("label_names") if data is not None else None),
+        target=results.get("target_column") if results.get("task_type") == "regression" else None,
         encoder_decoder=any(getattr(i, "encoder_decoder_from", None) or getattr(i, "decoder_name_or_path", None) for i in args),
         adapter=adapter, adapter_details=_adapter_details(adapter) if adapter else [],
         notes=task.card_notes(args, results) if task.card_notes else {},

@@ -12,6 +12,7 @@ from hf_transfer.models.whisper import (
     windowed_feature_extractor,
 )
 from hf_transfer.run.task import Args, TaskData
+from hf_transfer.tasks.shift import shift_plan, with_shift
 
 
 def speech_setup(args: Args, **config_overrides):
@@ -30,14 +31,23 @@ def speech_setup(args: Args, **config_overrides):
     return config, load_feature_extractor(args.model, speech_args)
 
 
-def audio_collator(args: Args, feature_extractor, config):
+def audio_collator(args: Args, feature_extractor, config, epoch, shift=None):
+    """The wav2vec2-family collator; `epoch`: the run's `TrainingEpoch` (the task registers it as a callback)."""
     from hf_transfer.data.audio import AudioAugmentArgs, AudioCollator, AudioDataArgs
     from hf_transfer.models.speech import min_batch_samples
 
     return AudioCollator(
         feature_extractor, max_seconds=args[AudioDataArgs].max_duration_seconds, augment=args[AudioAugmentArgs],
-        min_samples=min_batch_samples(config), seed=args.training.seed,
+        min_samples=min_batch_samples(config), seed=args.training.seed, shift=shift, epoch=epoch,
     )
+
+
+def decode_clip(args: Args, sampling_rate: int):
+    """row -> its clip as the collator reads an evaluation row (for the shift preview)."""
+    from hf_transfer.data.audio import AudioDataArgs
+    from hf_transfer.data.audio_io import read_audio
+
+    return lambda row: read_audio(row["audio"], sampling_rate, max_seconds=args[AudioDataArgs].max_duration_seconds)
 
 
 def load_audio_classification_task(args: Args) -> TaskData:
@@ -47,6 +57,7 @@ def load_audio_classification_task(args: Args) -> TaskData:
         AudioLabelArgs,
         load_audio_classification,
     )
+    from hf_transfer.data.randomness import TrainingEpoch
     from hf_transfer.metrics.classification import compute_classification_metrics
     from hf_transfer.models.speech import min_input_samples
 
@@ -56,14 +67,19 @@ def load_audio_classification_task(args: Args) -> TaskData:
         seed=args.training.seed,
     )
     config.id2label, config.label2id = data.id2label, data.label2id
-    return TaskData(
+    epoch = TrainingEpoch()  # keys each training clip's speed, noise and shift draws (hf_transfer/data/randomness.py)
+    shift = shift_plan(args, epoch)  # --synthetic_shift, --eval_shift (hf_transfer/data/shift); None without them
+    task_data = TaskData(
         datasets=data.datasets,
-        collator=audio_collator(args, feature_extractor, config),
+        collator=audio_collator(args, feature_extractor, config, epoch, shift),
         processing_class=feature_extractor,
         config=config,
         compute_metrics=compute_classification_metrics,
         report={"label_names": data.label_names, **data.report},
+        callbacks=[epoch],
     )
+    rate = feature_extractor.sampling_rate
+    return with_shift(task_data, shift, decode=decode_clip(args, rate), sampling_rate=rate)
 
 
 def load_audio_task(args):
@@ -89,6 +105,7 @@ def _load_whisper_classification(args, config):
         WhisperCollator,
         load_audio_classification,
     )
+    from hf_transfer.data.randomness import TrainingEpoch
     from hf_transfer.metrics.classification import compute_classification_metrics
     from hf_transfer.models.speech import check_training_args
     from hf_transfer.run.task import TaskData
@@ -105,9 +122,12 @@ def _load_whisper_classification(args, config):
     data_args = args[AudioDataArgs]
     data = load_audio_classification(data_args, args[AudioLabelArgs], feature_extractor.sampling_rate, 1, seed=args.training.seed)
     config.id2label, config.label2id = data.id2label, data.label2id
+    epoch = TrainingEpoch()
+    shift = shift_plan(args, epoch)
     audio = AudioCollator(feature_extractor, max_seconds=data_args.max_duration_seconds, augment=args[AudioAugmentArgs],
-                          seed=args.training.seed, long_training_clips=data.report.get("train_too_long_cut", 0))
-    return TaskData(
+                          seed=args.training.seed, long_training_clips=data.report.get("train_too_long_cut", 0), shift=shift,
+                          epoch=epoch)
+    task_data = TaskData(
         datasets=data.datasets,
         collator=WhisperCollator(audio, feature_extractor),
         processing_class=feature_extractor,
@@ -115,7 +135,10 @@ def _load_whisper_classification(args, config):
         compute_metrics=compute_classification_metrics,
         report={"label_names": data.label_names, "whisper_window_seconds": positions // POSITIONS_PER_SECOND, **data.report},
         extra={"whisper_positions": positions},
+        callbacks=[epoch],
     )
+    rate = feature_extractor.sampling_rate
+    return with_shift(task_data, shift, decode=decode_clip(args, rate), sampling_rate=rate)
 
 
 def build_audio_model(args, data):

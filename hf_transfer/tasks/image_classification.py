@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hf_transfer.errors import HfTransferError
 from hf_transfer.run.task import Args, TaskData
+from hf_transfer.tasks.shift import shift_plan, with_shift
 
 # Models whose position embeddings fix the input size: an image processor of another size fails at the first step.
 FIXED_SIZE_IMAGE_MODELS = ("vit", "deit", "vit_msn", "vit_mae")
@@ -29,9 +30,11 @@ def load_image_classification_task(args: Args) -> TaskData:
         ImageAugmentArgs,
         ImageCollator,
         ImageDataArgs,
+        load_image,
         load_image_classification,
         processor_output_size,
     )
+    from hf_transfer.data.randomness import TrainingEpoch
     from hf_transfer.metrics.classification import compute_classification_metrics
     from hf_transfer.models.loading import load_config
 
@@ -53,11 +56,15 @@ def load_image_classification_task(args: Args) -> TaskData:
         )
     data = load_image_classification(args[ImageDataArgs], seed=args.training.seed)
     config.id2label, config.label2id = data.id2label, data.label2id
-    return TaskData(
+    epoch = TrainingEpoch()  # keys each training row's crop, flip and shift draws (hf_transfer/data/randomness.py)
+    shift = shift_plan(args, epoch)  # --synthetic_shift, --eval_shift (hf_transfer/data/shift); None without them
+    task_data = TaskData(
         datasets=data.datasets,
-        collator=ImageCollator(processor, augment=args[ImageAugmentArgs], seed=args.training.seed),
+        collator=ImageCollator(processor, augment=args[ImageAugmentArgs], seed=args.training.seed, shift=shift, epoch=epoch),
         processing_class=processor,
         config=config,
         compute_metrics=compute_classification_metrics,
         report={"label_names": data.label_names, **data.report},
+        callbacks=[epoch],
     )
+    return with_shift(task_data, shift, decode=lambda row: load_image(row["image"]))

@@ -41,6 +41,7 @@ def load_ctc_task(args: Args) -> TaskData:
     from transformers import Wav2Vec2Processor
 
     from hf_transfer.data.audio import AudioDataArgs
+    from hf_transfer.data.randomness import TrainingEpoch
     from hf_transfer.data.transcripts import TranscriptArgs, load_speech_recognition
     from hf_transfer.metrics.speech import argmax_logits, ctc_metrics
     from hf_transfer.models.speech import min_input_samples
@@ -57,15 +58,17 @@ def load_ctc_task(args: Args) -> TaskData:
     tokenizer = data.tokenizer
     check_ctc_head(config, tokenizer, args.model.model_name_or_path, tokenizer_given=bool(text_args.tokenizer_name_or_path))
     config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
+    epoch = TrainingEpoch()  # keys each training clip's speed and noise draws (hf_transfer/data/randomness.py)
     return TaskData(
         datasets=data.datasets,
-        collator=audio_collator(args, feature_extractor, config),
+        collator=audio_collator(args, feature_extractor, config, epoch),
         # Saved with the model: the feature extractor's settings and the vocabulary.
         processing_class=Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer),
         config=config,
         compute_metrics=ctc_metrics(tokenizer),
         preprocess_logits_for_metrics=argmax_logits,
         report={"vocabulary_size": len(tokenizer), **data.report},
+        callbacks=[epoch],
     )
 
 
@@ -82,6 +85,7 @@ def load_whisper_recognition_task(args):
         WhisperCollator,
         check_splits,
     )
+    from hf_transfer.data.randomness import TrainingEpoch
     from hf_transfer.data.transcripts import TranscriptArgs, load_transcribed_splits
     from hf_transfer.metrics.speech import WhisperRecognitionMetrics
     from hf_transfer.models.loading import load_config
@@ -121,7 +125,9 @@ def load_whisper_recognition_task(args):
         if longest > config.max_target_positions:
             raise HfTransferError(f"a {split} transcript is {longest} tokens; Whisper's decoder takes {config.max_target_positions}")
         data[split] = dataset.add_column("labels", labels)
-    audio = AudioCollator(feature_extractor, max_seconds=window, augment=args[AudioAugmentArgs], seed=args.training.seed)
+    epoch = TrainingEpoch()
+    audio = AudioCollator(feature_extractor, max_seconds=window, augment=args[AudioAugmentArgs], seed=args.training.seed,
+                          epoch=epoch)
     return TaskData(
         datasets=data,
         collator=WhisperCollator(audio, feature_extractor),
@@ -130,6 +136,7 @@ def load_whisper_recognition_task(args):
         compute_metrics=WhisperRecognitionMetrics(tokenizer),
         report={"whisper_window_seconds": window, **audio_report},
         extra={"whisper_positions": positions},
+        callbacks=[epoch],
     )
 
 
