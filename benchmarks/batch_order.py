@@ -110,9 +110,7 @@ def main() -> None:
                     results["summary"], results["headline"] = summary(results["runs"]), headline(results["runs"])
                     results["machine"] = {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                                           "threads": os.environ.get("OMP_NUM_THREADS", "default")}
-                    tmp_file = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-                    tmp_file.write_text(json.dumps(results, indent=1, sort_keys=True))
-                    os.replace(tmp_file, RESULTS)
+                    paths.write_results(RESULTS, results)
     print(json.dumps(results.get("headline"), indent=1))
 
 

@@ -99,9 +99,7 @@ def main() -> None:
                                           "python": sys.version.split()[0], "torch": torch.__version__,
                                           "transformers": __import__("transformers").__version__,
                                           "training_seed": 42, "draw_seeds": "draw d = --train_sample_seed d"}
-                    tmp_file = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-                    tmp_file.write_text(json.dumps(results, indent=1, sort_keys=True))
-                    os.replace(tmp_file, RESULTS)
+                    paths.write_results(RESULTS, results)
     print(json.dumps(results.get("headline"), indent=1))
 
 

@@ -319,9 +319,7 @@ def main() -> None:
             results["headline"] += headline(results["runs"], args.model_name)
         results["machine"] = machine()
         results["settings"] = {"toolkit": COMMON, "full": FULL, "setfit": SETFIT, "cr_held_out": CR_HELD_OUT}
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
-        os.replace(tmp, RESULTS)
+        paths.write_results(RESULTS, results)
         TABLE.write_text(markdown(results))
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

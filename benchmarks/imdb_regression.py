@@ -193,15 +193,13 @@ def main() -> None:
         "seeds": sizes["seeds"], "machine": machine(),
     }
     destination = work / "imdb_regression_quick.json" if args.quick else RESULTS
-    destination.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    paths.write_results(destination, results)
     print(f"{'arm':<24} {'MAE':>7} {'RMSE':>7} {'Spearman':>9}")
     for name, row in [(f"fine-tuned seed {s}", r) for s, r in fine_tuned.items()] + [("frozen + ridge", frozen)]:
         print(f"{name:<24} {row['mae']:7.3f} {row['rmse']:7.3f} {row['spearman']:9.3f}")
     for name, row in constant.items():
         print(f"{'training ' + name + ' (constant)':<24} {row['mae']:7.3f} {row['rmse']:7.3f} {'-':>9}")
-    for figure in results["headline"]:
-        spread = f" ± {figure['spread']:.3f}" if figure["spread"] is not None else ""
-        print(f"{figure['id']}: {figure['value']:.3f}{spread} {figure['unit']} (reference {figure['reference']:.3f})")
+    paths.print_headline(results)
     print(f"written to {destination}")
 
 

@@ -1,4 +1,7 @@
-"""Where the benchmark scripts find the checkout, the shared data beside it, their results and their scratch folders."""
+"""Where the benchmark scripts find the checkout, the shared data beside it, their results and their scratch folders,
+and how they write and show their results."""
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,3 +14,20 @@ RECIPES = REPO / "recipes"
 # A script also runs from a checkout where the project is not installed: the library and the recipes import from REPO.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+def write_results(path: Path, results: dict) -> None:
+    """`results` as JSON at `path`, written whole or not at all: a kill never leaves a half-written results file (the
+    temporary name carries the process id, so two scripts side by side never share one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def print_headline(results: dict) -> None:
+    """One line per headline figure: id, value ± spread, unit and the reference it is read against."""
+    for figure in results["headline"]:
+        value = "not measured" if figure["value"] is None else f"{figure['value']:.3f}"
+        spread = f" ± {figure['spread']:.3f}" if figure.get("spread") is not None else ""
+        print(f"{figure['id']}: {value}{spread} {figure['unit']} (reference {figure['reference']:.3g})")

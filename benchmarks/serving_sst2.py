@@ -209,11 +209,9 @@ def main() -> None:
                     "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), **report["versions"]},
     }
     destination = work / "serving_sst2_quick.json" if args.quick else RESULTS
-    destination.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    paths.write_results(destination, results)
     print(table(report, serving, trained))
-    for figure in results["headline"]:
-        spread = f" ± {figure['spread']:.2f}" if figure["spread"] is not None else ""
-        print(f"{figure['id']}: {figure['value']:.3f}{spread} {figure['unit']} (reference {figure['reference']:.2f})")
+    paths.print_headline(results)
     print(f"written to {destination}")
 
 

@@ -101,10 +101,7 @@ class Results:
             self.data.setdefault(section, {})[key] = value
         self.data["summary"], self.data["headline"] = summary(self.data["runs"]), headline(self.data["runs"])
         self.data["date"] = time.strftime("%Y-%m-%d")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        paths.write_results(self.path, self.data)
 
 
 def machine() -> dict:
