@@ -102,9 +102,10 @@ def classifier_config(folder: str):
 
 def load_classifier(folder: str):
     """(model, tokenizer) of a text-classification output folder, ready for inference."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from hf_transfer.models.onnx_classifier import OnnxClassifier, onnx_model_file
+    from hf_transfer.run.predictors import TEXT_CLASSIFIER, load_model
 
     path, config = Path(folder), classifier_config(folder)
     exported = onnx_model_file(path)
@@ -112,17 +113,9 @@ def load_classifier(folder: str):
         if exported is not None:  # an export folder or one of its .onnx files (hf_transfer.sharing.export)
             return OnnxClassifier(exported, config), AutoTokenizer.from_pretrained(exported.parent)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        if (path / "adapter_config.json").is_file():
-            from peft import PeftConfig, PeftModel
-
-            base = PeftConfig.from_pretrained(path).base_model_name_or_path
-            model = AutoModelForSequenceClassification.from_pretrained(base, config=config)
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise HfTransferError(f"cannot load the model in {folder}: {str(error).strip().splitlines()[0]}") from error
-    return model.eval(), tokenizer
+    return load_model(folder, TEXT_CLASSIFIER, config), tokenizer  # full, merged or LoRA adapter folders alike
 
 
 def check_options(args: PredictArgs, kind, regression: bool) -> None:
