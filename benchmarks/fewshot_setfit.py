@@ -10,9 +10,9 @@ The SetFit arm runs in an environment of its own (never a dependency of hf_trans
     /work/setfit-venv/bin/pip install -c .ci/constraints.txt -r benchmarks/requirements-setfit.txt
 (`--setfit_python` names its interpreter; default /work/setfit-venv/bin/python.)
 
-Data. sst2: draws from SST-2's 67,349 training sentences, scored on its dev set (872). cr: the 3,775 CR sentences
-(custrev.pos/neg) split once, stratified with seed 0, into a fixed held-out set of 20% of each label (755: 481
-positive, 274 negative) and a pool of the rest; draws come from the pool only. Draw d at n per class is the toolkit's
+Data. sst2: draws from SST-2's 67,349 training sentences, scored on its dev set (872). cr: the 3,771 non-empty CR sentences
+(custrev.pos/neg) split once, stratified with seed 0, into a fixed held-out set of 20% of each label (754: 481
+positive, 273 negative) and a pool of the rest; draws come from the pool only. Draw d at n per class is the toolkit's
 own per-class sample (`--train_sample_seed d`: hf_transfer.data.splits.per_class_subset, seed d), so a draw's 8 are
 part of its 16 and its 64. Each draw is written to a JSON Lines file that every arm reads as its whole training set:
 the four arms see exactly the same examples and the same held-out set.
@@ -36,7 +36,6 @@ time. Results: benchmarks/results/fewshot_setfit.json (runs, summary, headline) 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -48,15 +47,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import paths
+import sentence_data
 
 RESULTS = paths.RESULTS / "fewshot_setfit.json"
 TABLE = paths.RESULTS / "fewshot_setfit.md"
 WORK = paths.OUTPUTS / "fewshot_setfit"
 ARMS = ("contrastive", "setfit", "full", "frozen")
 DATASETS = ("sst2", "cr")
-LABELS = ("negative", "positive")
+LABELS = sentence_data.POLARITY
 SEED = 42
-CR_HELD_OUT = 0.2  # share of each CR label held out, once, with seed 0
 # Every toolkit run: fp32 as SetFit, no checkpoints, no evaluation during training, no in-run frozen baseline.
 COMMON = ["--class_names", *LABELS, "--seed", str(SEED), "--bf16", "false", "--save_strategy", "no",
           "--eval_strategy", "no", "--frozen_baseline", "false", "--disable_tqdm", "true", "--logging_steps", "50",
@@ -69,38 +68,11 @@ SETFIT = {"batch_size": 16, "num_epochs": 1, "num_iterations": 20, "body_learnin
 # ---------------------------------------------------------------------------------------------------------------
 # data: the pools, the fixed held-out sets and the draws
 
-def _write_jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows))
-    os.replace(tmp, path)
-    return path
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def pools() -> dict[str, tuple[list[tuple[str, str]], Path]]:
     """dataset -> (the rows draws come from, the held-out file)."""
-    import numpy as np
-
-    found = {}
-    with open(paths.DATA / "sst2" / "train.tsv", newline="") as f:  # GLUE tsv: quotes are text
-        train = [(row[0], LABELS[int(row[1])]) for row in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
-    with open(paths.DATA / "sst2" / "dev.tsv", newline="") as f:
-        dev = [(row[0], LABELS[int(row[1])]) for row in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
-    found["sst2"] = (train, _write_jsonl(WORK / "data" / "sst2_test.jsonl", dev))
-    rng = np.random.default_rng(0)
-    pool, held_out = [], []
-    for label, name in (("positive", "custrev.pos"), ("negative", "custrev.neg")):
-        lines = [line.strip() for line in (paths.DATA / "sentence_tasks" / name).read_text().splitlines() if line.strip()]
-        order = rng.permutation(len(lines))
-        cut = round(CR_HELD_OUT * len(lines))
-        held_out += [(lines[i], label) for i in order[:cut]]
-        pool += [(lines[i], label) for i in order[cut:]]
-    found["cr"] = (pool, _write_jsonl(WORK / "data" / "cr_test.jsonl", held_out))
-    return found
+    pool, held_out = sentence_data.cr_split()
+    return {"sst2": (sentence_data.sst2("train"), sentence_data.write_jsonl(WORK / "data" / "sst2_test.jsonl", sentence_data.sst2("dev"))),
+            "cr": (pool, sentence_data.write_jsonl(WORK / "data" / "cr_test.jsonl", held_out))}
 
 
 def draw_file(dataset: str, rows: list[tuple[str, str]], size: int, draw: int) -> Path:
@@ -111,7 +83,7 @@ def draw_file(dataset: str, rows: list[tuple[str, str]], size: int, draw: int) -
 
     table = Dataset.from_dict({"row": list(range(len(rows))), "labels": [LABELS.index(label) for _, label in rows]})
     chosen = per_class_subset(table, size, seed=draw)["row"]
-    return _write_jsonl(WORK / "data" / f"{dataset}_{size}_draw{draw}.jsonl", [rows[i] for i in chosen])
+    return sentence_data.write_jsonl(WORK / "data" / f"{dataset}_{size}_draw{draw}.jsonl", [rows[i] for i in chosen])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -167,7 +139,7 @@ def setfit_worker(job_file: str) -> None:
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     torch.set_num_threads(1)
-    train, test = _read_jsonl(job["train"]), _read_jsonl(job["test"])
+    train, test = sentence_data.read_jsonl(job["train"]), sentence_data.read_jsonl(job["test"])
     to_id = {name: i for i, name in enumerate(LABELS)}
     model = SetFitModel.from_pretrained(job["model"])
     # No checkpoints (SetFit's default writes one into ./checkpoints at the end, inside the timed training).
@@ -318,7 +290,7 @@ def main() -> None:
         if args.model_name != "all-MiniLM-L6-v2":
             results["headline"] += headline(results["runs"], args.model_name)
         results["machine"] = machine()
-        results["settings"] = {"toolkit": COMMON, "full": FULL, "setfit": SETFIT, "cr_held_out": CR_HELD_OUT}
+        results["settings"] = {"toolkit": COMMON, "full": FULL, "setfit": SETFIT, "cr_held_out": sentence_data.CR_HELD_OUT}
         paths.write_results(RESULTS, results)
         TABLE.write_text(markdown(results))
 
