@@ -1,10 +1,12 @@
 """The trainer side of transfer learning: a mixin adding layer-wise LRs, gradual unfreezing, the cached frozen prefix,
 resumable length-grouped batches, checkpoints read back under the model's own weight names and extra objectives (losses
-added to the task's) to `Trainer` and `Seq2SeqTrainer`."""
+added to the task's) to `Trainer` and `Seq2SeqTrainer`; and `HeadWarmup`, a callback that trains a new head alone first."""
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -135,6 +137,66 @@ class GradualUnfreezing(TrainerCallback):
                 group.set_trainable(group.depth_from_top < wanted)
             self.unfrozen = wanted
             self.deepest_reached = max(self.deepest_reached, wanted)
+
+
+class HeadWarmup(TrainerCallback):
+    """The head trains alone for the first optimizer steps, then everything the strategy trains does.
+
+    For a head that starts random (a sentence-embedding checkpoint has no masked-LM head): its first gradients are
+    large and meaningless, and without the warm-up they go straight into the pretrained encoder. `length` gives the
+    number of steps from the run's `max_steps` (known once training starts). As in `GradualUnfreezing`: the frozen
+    state is a pure function of the global step (a resumed run restores it with nothing saved), `requires_grad` is
+    switched (backward stops at the head, so warm-up steps are cheap), every parameter is in the optimizer from the
+    start (a frozen one keeps `.grad` None and AdamW skips it: no step, no weight decay), and only what is trainable
+    when training starts is switched back on, so a layer the strategy froze stays frozen. Under DDP the trainer needs
+    `find_unused_parameters=True`, which the caller sets before building it.
+
+    At the hand-over the Trainer is asked to log, so the log history holds the head's training loss at that step.
+    """
+
+    def __init__(self, length: Callable[[int], int]):
+        self.length = length
+        self.steps = 0
+        self.encoder: list[LayerGroup] = []  # every group but the head, as far as it was trainable at the start
+        self.warming = False
+        self.started = 0.0
+        self.seconds: float | None = None  # wall time of the warm-up in this process (None: it ended before a resume)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._set_warming(False)  # a second train() starts from what the first one found, not what it froze
+        self.steps = min(self.length(state.max_steps), state.max_steps)  # it cannot outlast the run
+        *below, head = layer_groups(model)
+        if self.steps and not any(p.requires_grad for p in head.parameters):
+            raise HfTransferError("the head has no trainable weight to warm up on its own; turn the head warm-up off")
+        self.encoder = [replace(g, named_parameters=tuple((n, p) for n, p in g.named_parameters if p.requires_grad))
+                        for g in below]
+        self.started, self.seconds = time.perf_counter(), None
+        self._set_warming(self.warming_at(state.global_step))
+        if self.steps == state.max_steps and self.steps and state.is_world_process_zero:
+            print(f"note: the head warm-up ({self.steps} steps) lasts the whole run of {state.max_steps} steps: only the "
+                  "head trains; train longer or shorten the warm-up", flush=True)
+
+    def warming_at(self, global_step: int) -> bool:
+        """Whether the optimizer step after `global_step` trains the head alone."""
+        return global_step < self.steps
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._set_warming(self.warming_at(state.global_step))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.steps and state.global_step == self.steps:
+            control.should_log = True  # every process decides alike: the loss is gathered over all of them
+            self.seconds = time.perf_counter() - self.started
+
+    def handover_loss(self, log_history: list[dict]) -> float | None:
+        """The head's training loss logged at the hand-over (a resumed run finds it in the restored history)."""
+        return next((e["loss"] for e in log_history if e.get("step") == self.steps and "loss" in e), None)
+
+    def _set_warming(self, warming: bool) -> None:
+        if warming != self.warming:
+            for group in self.encoder:
+                group.set_trainable(not warming)
+            self.warming = warming
 
 
 class SeededLengthGroupedSampler(LengthGroupedSampler):

@@ -3,8 +3,10 @@
     accelerate launch recipes/continued_pretraining.py --train_file reviews.jsonl --max_steps 500
     accelerate launch recipes/continued_pretraining.py --config recipes/configs/continued_pretraining/minilm_imdb.yaml
 
-Reports held-out perplexity before and after. The output folder is a complete checkpoint (a LoRA run is
-merged first) with its tokenizer, so every recipe loads it with `--model_name_or_path`.
+Reports held-out perplexity before and after. A checkpoint without a masked-LM head (a sentence-embedding model)
+gets a new one, which trains alone for the first steps (`--mlm_head_warmup_steps`, default auto) before the encoder
+joins. The output folder is a complete checkpoint (a LoRA run is merged first) with its tokenizer, so every recipe
+loads it with `--model_name_or_path`.
 """
 import math
 
@@ -12,7 +14,14 @@ from hf_transfer.cli import run_cli
 from hf_transfer.data.mlm import MaskedLMDataArgs
 from hf_transfer.models.loading import carry_over_base_weights, load_masked_lm
 from hf_transfer.run.task import Task
-from hf_transfer.tasks.masked_lm import load_masked_lm_task
+from hf_transfer.tasks.masked_lm import (
+    MaskedLMHeadArgs,
+    build_masked_lm_trainer,
+    head_warmup_card_notes,
+    head_warmup_report,
+    head_warmup_summary,
+    load_masked_lm_task,
+)
 
 
 def before_train(trainer, args, data) -> dict:
@@ -31,6 +40,7 @@ def after_train(trainer, args, data, train_metrics) -> dict:
         "perplexity_after": math.exp(after["validation_loss"]),
         "train_tokens_per_second": tokens_seen / max(train_metrics["train_runtime"], 1e-9),
         "mlm_head_was_missing": data.extra["mlm_head_was_missing"],
+        **head_warmup_report(trainer),
     }
 
 
@@ -44,9 +54,10 @@ def after_save(trainer, args, results) -> None:
 
 TASK = Task(
     name="continued pretraining (masked LM)",
-    arguments=(MaskedLMDataArgs,),
+    arguments=(MaskedLMDataArgs, MaskedLMHeadArgs),
     load=load_masked_lm_task,
     build_model=load_masked_lm,
+    build_trainer=build_masked_lm_trainer,
     defaults={
         "output_dir": "outputs/continued_pretraining", "learning_rate": 5e-5, "num_train_epochs": 1, "eval_strategy": "no",
         "logging_steps": 50, "save_steps": 500,
@@ -57,6 +68,8 @@ TASK = Task(
     before_train=before_train,
     after_train=after_train,
     after_save=after_save,
+    summary=head_warmup_summary,
+    card_notes=head_warmup_card_notes,
     metric="perplexity_after",
     labelled=False,
     pipeline_tag="fill-mask",  # the saved model is a masked LM (the model card's task)

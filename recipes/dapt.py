@@ -6,7 +6,9 @@
     accelerate launch recipes/dapt.py --tapt --finetune_args "--train_file train.csv"   # task-adaptive: the task's own texts
 
 Runs recipes/continued_pretraining.py once, then recipes/sentiment.py for every seed on the original and
-on the adapted encoder with identical data, seed and budget, and reports both and their difference.
+on the adapted encoder with identical data, seed and budget, and reports both and their difference. The pretraining
+warms a new masked-LM head up alone first, as that recipe does (`--pretrain_args "--mlm_head_warmup_steps N"`,
+default auto; 0 turns it off).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from hf_transfer import parse_args
 from hf_transfer.cli import run_cli
 from hf_transfer.data.text import TextDataArgs
 from hf_transfer.errors import HfTransferError
+from hf_transfer.tasks.masked_lm import describe_head_warmup
 from recipes import continued_pretraining, sentiment
 
 COMPARED = ("validation_accuracy", "validation_f1", "baseline_accuracy", "test_accuracy")
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "adaptation": {k: adaptation.get(k) for k in (
             "perplexity_before", "perplexity_after", "train_runtime", "train_tokens_per_second", "global_step",
-            "train_blocks", "wall_time_s", "mlm_head_was_missing")},
+            "train_blocks", "wall_time_s", "mlm_head_was_missing", "mlm_head_warmup_steps", "mlm_head_warmup_loss",
+            "mlm_head_warmup_seconds")},
         "comparison": summarise(runs),
         "seeds": args.seeds,
         "tapt": args.tapt,
@@ -111,6 +115,7 @@ def print_comparison(report: dict) -> None:
     lines = ["", "=" * 64, f"{'task' if report['tapt'] else 'domain'}-adaptive pretraining: did it pay off?",
              f"  held-out perplexity  {a['perplexity_before']:.2f} -> {a['perplexity_after']:.2f}",
              f"  adaptation           {a['global_step']} steps, {a['train_runtime']:.0f} s, {a['train_tokens_per_second']:.0f} tokens/s",
+             f"  MLM head warm-up     {describe_head_warmup(a)}",
              f"  {'metric':<22}{'original':>16}{'adapted':>16}{'difference':>12}"]
     for metric, s in report["comparison"].items():
         cell = lambda arm: f"{100 * s[arm]['mean']:.2f} ± {100 * s[arm]['std']:.2f}"  # noqa: E731

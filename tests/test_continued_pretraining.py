@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_tokenizer, review_rows, write_csv
+from conftest import make_tokenizer, review_rows
 
 from hf_transfer import HfTransferError
 from hf_transfer.data.mlm import MaskedLMDataArgs, load_masked_lm_data
@@ -138,9 +138,11 @@ def test_unoffered_strategy_is_a_clear_error(tiny_text_model_dir, tmp_path):
 def test_chain_fine_tunes_the_adapted_checkpoint_beside_the_original(tiny_text_model_dir, review_files, tmp_path, tapt):
     unlabelled = corpus(tmp_path / "u.jsonl", n=40)
     out = tmp_path / "dapt"
-    pretrain = "--block_size 16 --max_steps 6 --learning_rate 1e-3 --save_strategy no --disable_tqdm true"
+    pretrain = "--block_size 16 --max_steps 10 --learning_rate 1e-3 --save_strategy no --disable_tqdm true"
     if not tapt:
         pretrain += f" --train_file {unlabelled}"
+    else:
+        pretrain += " --mlm_head_warmup_steps 3"  # the option reaches the pretraining; without it, auto
     finetune = (f"--train_file {review_files['train']} --validation_file {review_files['validation']} "
                 "--num_train_epochs 1 --per_device_train_batch_size 8 --save_strategy no --frozen_baseline false "
                 "--disable_tqdm true")
@@ -164,7 +166,9 @@ def test_chain_fine_tunes_the_adapted_checkpoint_beside_the_original(tiny_text_m
     assert accuracy["adapted"]["runs"] == pytest.approx(written["adapted"])
     expected = sum(written["adapted"]) / 2 - sum(written["original"]) / 2
     assert accuracy["difference"] == pytest.approx(expected, abs=1e-12)
-    assert report["adaptation"]["global_step"] == 6
+    assert report["adaptation"]["global_step"] == 10
+    # The new MLM head trained alone first: 3 steps as given, or auto's fifth of the 10 steps.
+    assert report["adaptation"]["mlm_head_warmup_steps"] == (3 if tapt else 2)
     assert json.loads((out / "comparison.json").read_text())["comparison"] == json.loads(json.dumps(report["comparison"]))
 
     # The adapted encoder really differs from the original one.
@@ -181,3 +185,145 @@ def test_chain_checks_both_halves_before_running(tiny_text_model_dir, review_fil
                    "--pretrain_args", f"--train_file {review_files['train']} --mlm_probability 2",
                    "--finetune_args", f"--train_file {review_files['train']}"])
     assert not (tmp_path / "o").exists()
+
+
+# --- the masked-LM head warm-up (--mlm_head_warmup_steps; hf_transfer.trainer.HeadWarmup) ---
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def _logged_losses(out) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e}
+
+
+def test_head_warmup_trains_the_new_head_alone_then_hands_over_to_the_encoder(tiny_text_model_dir, tmp_path, capsys):
+    # tiny_text_model_dir is a saved BertModel: loaded as BertForMaskedLM its MLM head is new. A checkpoint after every
+    # step; logging every 50 steps, so a loss logged at step 3 is the hand-over's own.
+    from transformers import AutoModel
+
+    out = tmp_path / "out"
+    metrics = continued_pretraining.main(mlm_argv(
+        tiny_text_model_dir, corpus(tmp_path / "u.jsonl", n=40), out, "--max_steps", "6", "--learning_rate", "1e-3",
+        "--mlm_head_warmup_steps", "3", "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "6",
+        "--logging_steps", "50"))
+    original = {f"bert.{k}": v for k, v in AutoModel.from_pretrained(tiny_text_model_dir).state_dict().items()}
+    at = {step: _weights(out / f"checkpoint-{step}") for step in (1, 3)}
+    final = _weights(out)
+    head = [k for k in at[3] if k.startswith("cls.")]
+    encoder = [k for k in at[3] if not k.startswith("cls.")]
+    assert head and len(encoder) > 20
+    # Warm-up: the encoder (embeddings, blocks, and so the decoder tied to the word embeddings) stays the original.
+    for step in (1, 3):
+        assert not [k for k in encoder if not torch.equal(at[step][k], original[k])], step
+    assert not [k for k in head if torch.equal(at[1][k], at[3][k])]
+    # After the hand-over both train.
+    assert not [k for k in encoder + head if torch.equal(final[k], at[3][k])]
+
+    assert metrics["mlm_head_was_missing"] is True and metrics["mlm_head_warmup_steps"] == 3
+    assert _logged_losses(out) == {3: metrics["mlm_head_warmup_loss"]}
+    assert metrics["mlm_head_warmup_seconds"] is not None
+    assert json.loads((out / "metrics.json").read_text())["mlm_head_warmup_steps"] == 3
+    assert "trained alone for the first 3 optimizer steps" in (out / "README.md").read_text()
+    assert "3 steps, head alone" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("strategy", [{"strategy": "freeze", "freeze_bottom": 1}, {"strategy": "lora", "lora_r": 2}],
+                         ids=["freeze", "lora"])
+def test_the_warmup_trains_the_head_alone_then_what_the_strategy_chose(tiny_text_model_dir, strategy):
+    # The callback driven by hand: what is trainable at each step, against the strategy's own choice.
+    from transformers import AutoModelForMaskedLM, TrainerControl, TrainerState
+
+    from hf_transfer.layers import layer_groups
+    from hf_transfer.strategies import StrategyArgs, apply_strategy
+    from hf_transfer.trainer import HeadWarmup
+
+    model = apply_strategy(AutoModelForMaskedLM.from_pretrained(tiny_text_model_dir), StrategyArgs(**strategy))
+    trainable = lambda: {n for n, p in model.named_parameters() if p.requires_grad}
+    chosen = trainable()  # freeze: block_1 and the head; lora: the adapters and the head's copy
+    head = chosen & {n for n, _ in layer_groups(model)[-1].named_parameters}
+    assert head and len(head) < len(chosen)
+    warmup, state = HeadWarmup(lambda max_steps: 3), TrainerState(max_steps=6)
+    warmup.on_train_begin(None, state, TrainerControl(), model=model)
+    for step, expected in ((0, head), (2, head), (3, chosen), (5, chosen), (1, head)):  # a pure function of the step
+        state.global_step = step
+        warmup.on_step_begin(None, state, TrainerControl())
+        assert trainable() == expected, step
+
+
+@pytest.mark.parametrize("head_in_checkpoint", [False, True])
+def test_auto_warms_up_a_new_head_only(tiny_text_model_dir, tmp_path, head_in_checkpoint):
+    import shutil
+
+    from transformers import AutoModelForMaskedLM
+
+    model_dir = tiny_text_model_dir
+    if head_in_checkpoint:
+        model_dir = tmp_path / "with-head"
+        shutil.copytree(tiny_text_model_dir, model_dir)
+        AutoModelForMaskedLM.from_pretrained(tiny_text_model_dir).save_pretrained(model_dir)
+    metrics = continued_pretraining.main(mlm_argv(model_dir, corpus(tmp_path / "u.jsonl", n=40), tmp_path / "out",
+                                                  "--max_steps", "20"))
+    assert metrics["mlm_head_was_missing"] is (not head_in_checkpoint)
+    # auto: a fifth of the 20 steps (at most 300) for a new head, none for the checkpoint's own.
+    assert metrics["mlm_head_warmup_steps"] == (0 if head_in_checkpoint else 4)
+
+
+def test_training_masks_are_keyed_by_the_rows_and_the_epoch_not_the_global_generator(tokenizer, tmp_path):
+    # What makes a resumed masked-LM run exact: the batches after a resume are masked as the uninterrupted run's were.
+    from hf_transfer.data.mlm import MaskedLMCollator
+    from hf_transfer.data.randomness import TrainingEpoch
+
+    args = MaskedLMDataArgs(train_file=str(corpus(tmp_path / "u.jsonl", n=40)), block_size=16)
+    rows = [load_masked_lm_data(args, tokenizer).datasets["train"][i] for i in range(4)]
+    epoch = TrainingEpoch()
+    collate = MaskedLMCollator(tokenizer, args, seed=1, epoch=epoch)
+    first = collate(rows)
+    torch.manual_seed(123)  # the global generator elsewhere
+    again = collate(rows)
+    assert torch.equal(first["input_ids"], again["input_ids"]) and torch.equal(first["labels"], again["labels"])
+    assert (first["labels"] != -100).any()
+    epoch.set(1)
+    assert not torch.equal(collate(rows)["labels"], first["labels"])  # a new epoch, new masks
+
+
+def test_a_run_killed_in_or_after_the_warmup_resumes_bitwise(tiny_text_model_dir, tmp_path, monkeypatch):
+    from trainer_helpers import keep_only_checkpoint, stop_runs_after
+
+    train = corpus(tmp_path / "u.jsonl", n=40)
+    argv = lambda out: mlm_argv(tiny_text_model_dir, train, out, "--max_steps", "6", "--learning_rate", "1e-3",
+                                "--mlm_head_warmup_steps", "3", "--save_strategy", "steps", "--save_steps", "2",
+                                "--logging_steps", "1")
+    whole = continued_pretraining.main(argv(tmp_path / "whole"))
+    expected = _weights(tmp_path / "whole")
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as patch:
+        stop_runs_after(4, patch)
+        continued_pretraining.main(argv(cut))
+    # checkpoint-2 is inside the warm-up (the encoder frozen), checkpoint-4 after the hand-over at step 3.
+    for checkpoint in ("checkpoint-2", "checkpoint-4"):
+        keep_only_checkpoint(cut, checkpoint)
+        resumed = continued_pretraining.main(argv(cut) + ["--resume_from_checkpoint", "last"])
+        assert resumed["resumed_from_step"] == int(checkpoint.split("-")[1])
+        got = _weights(cut)
+        assert got.keys() == expected.keys()
+        assert not [k for k in expected if not torch.equal(got[k], expected[k])], checkpoint
+        assert resumed["mlm_head_warmup_loss"] == whole["mlm_head_warmup_loss"] == _logged_losses(tmp_path / "whole")[3]
+    assert resumed["mlm_head_warmup_seconds"] is None  # the hand-over happened before this process started
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mlm_head_warmup_steps", "-1"], "--mlm_head_warmup_steps takes a number of steps >= 0 or auto, got '-1'"),
+    (["--mlm_head_warmup_steps", "some"], "--mlm_head_warmup_steps takes a number of steps >= 0 or auto, got 'some'"),
+    (["--mlm_head_warmup_steps", "2", "--strategy", "gradual"], "--strategy gradual already trains the head alone first"),
+])
+def test_a_bad_head_warmup_exits_2_before_writing(tiny_text_model_dir, tmp_path, monkeypatch, capsys, flags, message):
+    from conftest import cli_error
+
+    out = tmp_path / "out"
+    line = cli_error(continued_pretraining.main, mlm_argv(tiny_text_model_dir, corpus(tmp_path / "u.jsonl", n=10), out,
+                                                          *flags), monkeypatch, capsys)
+    assert message in line
+    assert not out.exists()

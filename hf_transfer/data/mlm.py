@@ -5,6 +5,14 @@ import logging
 from dataclasses import dataclass, field
 from itertools import chain
 
+from hf_transfer.data.randomness import (
+    AUGMENT,
+    AUGMENT_STREAM,
+    ROW,
+    RowRandom,
+    TrainingEpoch,
+    flag_training_rows,
+)
 from hf_transfer.data.text import TEXT_COLUMNS, check_files, pick_column, read_splits
 from hf_transfer.errors import HfTransferError
 
@@ -110,6 +118,7 @@ def load_masked_lm_data(args: MaskedLMDataArgs, tokenizer, seed: int = 42) -> Ma
                 )
         splits[split] = tokens
     train_tokens = sum(len(ids) for ids in splits["train"]["input_ids"])
+    splits["train"] = flag_training_rows(splits["train"])  # numbered: the rows key their batch's masks (MaskedLMCollator)
     splits["validation"] = _mask_once(splits["validation"], tokenizer, args, seed)
     return MaskedLMData(DatasetDict(splits), dropped, train_tokens)
 
@@ -140,18 +149,38 @@ def _mask_once(dataset, tokenizer, args: MaskedLMDataArgs, seed: int):
 
 
 class MaskedLMCollator:
-    """Masks training batches on the fly; pads already-masked evaluation batches as they are (labels padded with -100)."""
+    """Masks training batches on the fly; pads already-masked evaluation batches as they are (labels padded with -100).
 
-    def __init__(self, tokenizer, args: MaskedLMDataArgs, pad_to_multiple_of: int | None = None):
+    A training batch's masks are drawn from a generator keyed by its rows' own generators (`RowRandom`: the run's
+    seed, the epoch, the row's number), not from the process's global stream: a resumed run skips the batches it
+    trained on without collating them, and then masks every later batch as the uninterrupted run did, with any number
+    of DataLoader workers (hf_transfer/data/randomness.py). Keyed per batch rather than per row: the masker then pads
+    and masks the batch in one call (row by row took several times as long). `epoch`: the run's, which the task registers
+    as a callback.
+    """
+
+    def __init__(self, tokenizer, args: MaskedLMDataArgs, pad_to_multiple_of: int | None = None, seed: int = 42,
+                 epoch: TrainingEpoch | None = None):
         self.tokenizer = tokenizer
         self.masker = masking_collator(tokenizer, args)
+        self.random = RowRandom(seed, AUGMENT_STREAM, epoch)
         self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _masked(self, features: list[dict]) -> dict:
+        import numpy as np
+        import torch
+
+        key = np.random.default_rng([int(self.random.generator(row).integers(2**63)) for row in features])
+        # The masker draws from its `generator` when it has one. Its own `seed` option would make one per DataLoader
+        # worker (seed + worker id), so that masks depended on which worker collated the batch: set here, per batch.
+        self.masker.generator = torch.Generator().manual_seed(int(key.integers(2**63)))
+        return self.masker([{k: v for k, v in row.items() if k not in (AUGMENT, ROW)} for row in features])
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
         if "labels" not in features[0]:
-            return self.masker(features)
+            return self._masked(features)
         width = max(len(f["input_ids"]) for f in features)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
@@ -161,6 +190,3 @@ class MaskedLMCollator:
             return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
 
         return {"input_ids": padded("input_ids", pad), "attention_mask": padded("attention_mask", 0), "labels": padded("labels", -100)}
-
-
-
