@@ -9,12 +9,20 @@ its labels (when present) only score the run. Every batch holds source rows and 
 per source row; the method's loss (`--adaptation mmd|dann|coral|domain_norm`, default mmd; `--adaptation_weight`) is added to the
 source loss by the trainer, and both are logged (`task_loss`, `adaptation_loss`). `--adaptation source_only` is the
 reference. Reported: source validation accuracy beside target accuracy, and the proxy A-distance before and after.
+
+Synthetic target conditions (docs/shift.md, "With domain adaptation"): `--synthetic_shift SPEC` shifts the source's
+training rows toward the target's condition (`--synthetic_shift_role source`, the default with target data), or, with
+no target data, a shifted copy of the source's training texts stands in as the target (`target`); `--eval_shift`
+scores shifted copies of the source validation and of the scored target.
+
+    python recipes/domain_adaptation.py --train_file books.csv --synthetic_shift typos:0.5 --adaptation coral
 """
 from hf_transfer.cli import run_cli
 from hf_transfer.data.domains import DomainDataArgs
 from hf_transfer.run.task import Task
 from hf_transfer.tasks.domain_adaptation import (
     AdaptationArgs,
+    DomainShiftArgs,
     adaptation_card_notes,
     adaptation_lines,
     diagnose_after,
@@ -25,7 +33,7 @@ from hf_transfer.tasks.domain_adaptation import (
 
 TASK = Task(
     name="domain_adaptation",
-    arguments=(DomainDataArgs, AdaptationArgs),
+    arguments=(DomainDataArgs, AdaptationArgs, DomainShiftArgs),
     load=load_domain_adaptation_task,
     model_class="AutoModelForSequenceClassification",
     # remove_unused_columns off: each training row carries the target rows it brings (`target_index`) and evaluation

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from adaptation_helpers import adaptation_argv, write_domains
-from conftest import cli_error, lora_parameter_counts, tiny_model
+from conftest import cli_error, lora_parameter_counts, tiny_model, write_csv
+from trainer_helpers import BatchRecorder, assert_same_batches, assert_same_weights, keep_only_checkpoint
 
 from hf_transfer.adaptation import (
     DOMAIN,
@@ -379,3 +380,117 @@ def test_proxy_a_distance_stays_in_its_range_when_the_domains_share_rows():
     assert error > 0.5  # the case the flip is for
     assert proxy_a_distance(rows, rows.copy()) == pytest.approx(2 * (1 - 2 * (1 - error)))
     assert proxy_a_distance(rows, rows + 100.0) == 2.0  # separable domains: the top of the scale
+
+
+# --- synthetic target conditions (--synthetic_shift, docs/shift.md "With domain adaptation") ---
+
+def _without_target(argv: list[str]) -> list[str]:
+    at = argv.index("--target_file")
+    return argv[:at] + argv[at + 2:]
+
+
+def _texts(csv_path) -> list[tuple[str, str]]:
+    import csv
+
+    return [(r["text"], r["label"]) for r in csv.DictReader(open(csv_path))]
+
+
+def test_without_target_data_the_shifted_source_stands_in_as_the_target(tiny_text_model_dir, domains, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from hf_transfer.data.shift.spec import parse_shift
+
+    out = tmp_path / "stand_in"
+    argv = _without_target(adaptation_argv(tiny_text_model_dir, domains, out, "--synthetic_shift", "typos:1",
+                                           "--adaptation", "coral", "--seed", "3"))
+    data = domain_adaptation.TASK.load(domain_adaptation.TASK.parse(argv))
+    # Source training row i through the transform with the generator default_rng([seed, 0, i]), tokenised.
+    tokenizer, typos = AutoTokenizer.from_pretrained(tiny_text_model_dir), parse_shift("typos:1", "text")
+    expected = [tokenizer(typos(text, np.random.default_rng([3, 0, i])))["input_ids"]
+                for i, (text, _) in enumerate(_texts(domains["train"]))]
+    assert data.extra["target"]["input_ids"] == expected
+    assert "target" not in data.datasets and data.report["target_scored_rows"] == 0  # no labels: nothing scores it
+
+    metrics = domain_adaptation.main(argv)
+    assert (metrics["synthetic_shift_role"], metrics["synthetic_shift"], metrics["target_rows"]) == ("target", "typos:1", 32)
+    assert all(v > 0 for v in _logged(out, "adaptation_loss"))  # CORAL aligned the clean source with the stand-in
+    assert "synthetic shift (role target: the shifted source texts stand in as the target): typos:1 (15.0% of letters)" \
+        in capsys.readouterr().out
+    card = (out / "README.md").read_text()
+    assert ("**Target domain:** none given; a synthetic stand-in: the source's 32 training texts through "
+            "`--synthetic_shift` typos:1 (15.0% of letters)") in card
+    assert "No target data were given" in card
+
+
+def test_shifted_source_rows_train_beside_the_real_target_and_resume_exactly(tiny_text_model_dir, domains, tmp_path,
+                                                                             monkeypatch, capsys):
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    from hf_transfer.data.domains import IGNORE_INDEX
+    from hf_transfer.data.shift.spec import parse_shift
+
+    out = tmp_path / "source_role"
+    plain_argv = adaptation_argv(tiny_text_model_dir, domains, out, "--num_train_epochs", "2", "--save_strategy", "steps",
+                                 "--save_steps", "2")
+    argv = plain_argv + ["--synthetic_shift", "word_dropout:1", "--eval_shift", "typos:1"]
+    task = domain_adaptation.TASK
+    plain, data = task.load(task.parse(plain_argv)), task.load(task.parse(argv))
+    assert data.datasets["validation"].to_dict() == plain.datasets["validation"].to_dict()  # the clean split as it was
+    # A training batch: the source rows' texts shifted (default_rng([seed, epoch, row])) and tokenised, then the target
+    # rows they bring, unchanged, padded together.
+    tokenizer, dropout = AutoTokenizer.from_pretrained(tiny_text_model_dir), parse_shift("word_dropout:1", "text")
+    rows = [data.datasets["train"][i] for i in (0, 1)]
+    source = [{**tokenizer(dropout(text, np.random.default_rng([42, 0, i]))), "labels": int(label == "positive")}
+              for i, (text, label) in enumerate(_texts(domains["train"])[:2])]
+    target = [{**data.extra["target"][row["target_index"][0]], "labels": IGNORE_INDEX} for row in rows]
+    expected = DataCollatorWithPadding(tokenizer)(source + target)
+    batch = data.collator(rows)
+    assert all(torch.equal(batch[k], expected[k]) for k in expected) and batch["domain"].tolist() == [0, 0, 1, 1]
+    assert not torch.equal(batch["input_ids"], plain.collator([plain.datasets["train"][i] for i in (0, 1)])["input_ids"])
+
+    recorder = BatchRecorder(monkeypatch)
+    metrics = domain_adaptation.main(argv)
+    uninterrupted = recorder.take()  # 32 source rows, batches of 8, 2 epochs: 8 steps
+    shutil.copy(out / "model.safetensors", tmp_path / "whole.safetensors")
+    keep_only_checkpoint(out, "checkpoint-6")  # in the second epoch, whose draws differ from the first's
+    resumed = domain_adaptation.main(argv + ["--resume_from_checkpoint", "last"])
+    assert resumed["resumed_from_step"] == 6
+    assert_same_batches(uninterrupted[6:], recorder.take())
+    assert_same_weights(tmp_path / "whole.safetensors", out / "model.safetensors")
+
+    assert (metrics["synthetic_shift_role"], metrics["shifted_eval_shift"]) == ("source", "typos:1")
+    # --eval_shift scores a shifted copy of the labelled target too: row i with default_rng([eval_shift_seed, i]).
+    typos = parse_shift("typos:1", "text")
+    shifted = write_csv(tmp_path / "shifted_target.csv", [(typos(text, np.random.default_rng([0, i])), label)
+                                                           for i, (text, label) in enumerate(_texts(domains["target"]))])
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert _accuracy(model, out, shifted) == pytest.approx(metrics["shifted_target_accuracy"])
+    assert metrics["shifted_target_loss"] != metrics["target_loss"]
+    shifted_accuracy, clean = metrics["shifted_target_accuracy"], metrics["target_accuracy"]
+    assert (f"{'target_accuracy (shifted)':<36} {shifted_accuracy:.4f} (clean {clean:.4f}, {shifted_accuracy - clean:+.4f})"
+            in capsys.readouterr().out)
+    condition = "`--synthetic_shift` word_dropout:1 (30% of words dropped), drawn anew each epoch\n"
+    assert f"**Synthetic condition:** the source's training rows shifted toward the target's condition with {condition}" \
+        in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("target, extra, message", [
+    (False, [], "--target_dataset_name (or, without target data, --synthetic_shift SPEC: the shifted source stands in"),
+    (False, ["--synthetic_shift", "typos", "--synthetic_shift_role", "source"],
+     "--synthetic_shift_role source adapts to target data and none are named"),
+    (True, ["--synthetic_shift", "typos", "--synthetic_shift_role", "target"],
+     "--synthetic_shift_role target makes the target set from the shifted source, and target data are named too"),
+    (False, ["--synthetic_shift", "typos", "--synthetic_shift_probability", "0.5"],
+     "with --synthetic_shift_role target a clean row of the stand-in target is a source row"),
+    (False, ["--synthetic_shift", "casing:0"], "--synthetic_shift casing:0 leaves 32 of the 32 source training texts"),
+    (True, ["--synthetic_shift_role", "target"], "--synthetic_shift_role says what --synthetic_shift's rows are for"),
+], ids=["no target at all", "source role without target", "target role with target", "stand-in left partly clean",
+        "stand-in equal to the source", "role without a shift"])
+def test_a_shift_role_the_data_cannot_have_is_one_line_exit_2(tiny_text_model_dir, domains, tmp_path, monkeypatch, capsys,
+                                                               target, extra, message):
+    out = tmp_path / "out"
+    argv = adaptation_argv(tiny_text_model_dir, domains, out, *extra)
+    assert message in cli_error(domain_adaptation.main, argv if target else _without_target(argv), monkeypatch, capsys)
+    assert not out.exists()

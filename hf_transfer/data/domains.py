@@ -3,7 +3,8 @@ that hold both in a fixed proportion. Also a reader for review folders in the Am
 
 The source follows the sentiment recipe's rules exactly (same options, columns found by the same names, labels,
 held-out validation: `text.py`'s functions). The target must have the source's text column; its labels, when it has
-them, are encoded with the source's label names and used only to score (`target` split), never in training.
+them, are encoded with the source's label names and used only to score (`target` split), never in training. Without
+target data, a stand-in made from the source's training texts (the synthetic shift's, hf_transfer/tasks) takes its place.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from hf_transfer.data.io import check_files, check_not_empty, read_file, read_splits
 from hf_transfer.data.labels import encode_labels, label_key
@@ -67,12 +69,13 @@ def read_table(path: str, split: str):
 @dataclass
 class DomainDataArgs(TextDataArgs):
     """The source set takes every option of the sentiment recipe (a file may also be a folder of .review files); the
-    target set is named with the options below."""
+    target set is named with the options below (or, when none is, the task makes a stand-in: --synthetic_shift)."""
 
     target_file: str | None = field(
         default=None,
         metadata={"help": "Text of the target domain (labels optional, used only to score): csv, tsv, json, jsonl, "
-                  "parquet, or a folder of <label>.review files. It must have the source's text column."},
+                  "parquet, or a folder of <label>.review files. It must have the source's text column. Without it (and "
+                  "--target_dataset_name), --synthetic_shift makes a stand-in target from the source (docs/shift.md)."},
     )
     target_dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset of the target domain (instead of --target_file)."})
     target_dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration name."})
@@ -91,8 +94,8 @@ class DomainDataArgs(TextDataArgs):
             raise HfTransferError("give either --dataset_name or --train_file, not both")
         if not self.dataset_name and not self.train_file:
             raise HfTransferError("name the labelled source data: --train_file (or --dataset_name)")
-        if bool(self.target_file) == bool(self.target_dataset_name):
-            raise HfTransferError("name the target domain's data: --target_file or --target_dataset_name (one of them)")
+        if self.target_file and self.target_dataset_name:
+            raise HfTransferError("name the target domain's data with --target_file or --target_dataset_name, not both")
         options = ("train_file", "validation_file", "test_file", "source_eval_file", "target_file", "target_eval_file")
         check_files({o: getattr(self, o) for o in options if not is_review_folder(getattr(self, o))})
         if self.max_train_samples is not None and self.max_train_samples_per_class is not None:
@@ -104,6 +107,11 @@ class DomainDataArgs(TextDataArgs):
         if self.task_type == "regression":
             raise HfTransferError("domain adaptation trains classifiers: --task_type regression is offered by the "
                                   "sentiment recipe only")
+
+    @property
+    def has_target(self) -> bool:
+        """Whether target data are named (else the task must make a stand-in target)."""
+        return bool(self.target_file or self.target_dataset_name)
 
 
 @dataclass
@@ -208,13 +216,20 @@ def encode_target_labels(scored, column: str, names: list[str], name: str, ids: 
         "labels", labels).cast_column("labels", ClassLabel(names=names))
 
 
-def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int) -> DomainData:
+def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int, keep_text: bool = False,
+                 stand_in_target: Callable[[list[str]], list[str]] | None = None) -> DomainData:
     """Read and check both domains, tokenise them, and give every source training row `paired` target rows.
+
+    `keep_text`: the source's splits and the scored target keep their text column beside the token ids (the synthetic
+    shift transforms texts: hf_transfer/tasks/shift.py); the target rows of the training stream never do.
+    `stand_in_target`: when no target data are named, the function that makes the target's texts from the source's
+    training texts, in order (it checks them itself); its rows have no labels, so nothing scores the target unless
+    --target_eval_file is given.
 
     Errors, one line each: an empty target set, source without labels (or rows without one), a target without the
     source's text column, target labels outside the source's label set, and the sentiment recipe's own checks.
     """
-    from datasets import DatasetDict
+    from datasets import Dataset, DatasetDict
 
     raw = _read_source(args)
     check_not_empty(raw, what="labelled row")
@@ -230,7 +245,12 @@ def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int) -> Dom
     data = hold_out_validation(data, args.validation_split_percentage, seed)
     data = subsample(data, seed, args.max_train_samples, args.max_train_samples_per_class, args.max_eval_samples)
 
-    target = _read_target(args)
+    if args.has_target:
+        target = _read_target(args)
+    elif stand_in_target is not None:
+        target = Dataset.from_dict({columns.text: stand_in_target(list(data["train"][columns.text]))})
+    else:
+        raise HfTransferError("name the target domain's data: --target_file or --target_dataset_name")
     if len(target) == 0:
         raise HfTransferError("the target set is empty; give the target domain at least one text")
     if columns.text not in target.column_names:
@@ -242,7 +262,8 @@ def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int) -> Dom
         target = target.shuffle(seed=seed).select(range(args.max_target_samples))
     kept, target_dropped = drop_empty_texts(DatasetDict({"target": target}), columns.text)
     target = kept["target"]
-    check_target_is_another_domain(raw["train"][columns.text], target[columns.text], _target_name(args))
+    if args.has_target:
+        check_target_is_another_domain(raw["train"][columns.text], target[columns.text], _target_name(args))
     if len(target) < SMALL_TARGET:
         logger.warning("the target set has only %d texts: too few to adapt to or to score reliably (aim for %d or more)",
                        len(target), SMALL_TARGET)
@@ -263,11 +284,11 @@ def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int) -> Dom
             scored = scored.select(range(args.max_eval_samples))
     stream = target.select_columns([columns.text])  # the training stream never carries the target's labels
 
-    data = tokenize_splits(data, tokenizer, columns, args.max_seq_length)
-    splits = {"stream": stream, **({"target": scored.select_columns([columns.text, "labels"])} if scored is not None else {})}
-    tokenised = tokenize_splits(DatasetDict(splits), tokenizer, columns, args.max_seq_length)
+    data = tokenize_splits(data, tokenizer, columns, args.max_seq_length, keep_text)
+    tokenised = tokenize_splits(DatasetDict({"stream": stream}), tokenizer, columns, args.max_seq_length)
     if scored is not None:
-        data["target"] = tokenised["target"]
+        data["target"] = tokenize_splits(DatasetDict({"target": scored.select_columns([columns.text, "labels"])}),
+                                         tokenizer, columns, args.max_seq_length, keep_text)["target"]
     if paired:
         data["train"] = data["train"].add_column("target_index", pair_rows(len(data["train"]), len(stream), paired, seed))
     report = {

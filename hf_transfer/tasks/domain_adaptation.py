@@ -1,11 +1,14 @@
-"""The domain-adaptation task: its options, its `load` step, the objective it attaches to the model, its diagnostics."""
+"""The domain-adaptation task: its options, its `load` step, the objective it attaches to the model, its diagnostics,
+and the synthetic shift's part in it (`--synthetic_shift_role`: shifted source rows, or a shifted stand-in target)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_transfer.data.shift.spec import TextShiftArgs
 from hf_transfer.errors import HfTransferError
 from hf_transfer.run.task import Args, TaskData, mixed_precision
+from hf_transfer.tasks.shift import shift_plan, with_text_shift
 
 METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm")
 # Defaults from benchmarks/amazon_domain_adaptation.py (MiniLM-L6, Amazon reviews), fixed there without target labels:
@@ -93,9 +96,61 @@ class AdaptationArgs:
         return self.adaptation != "source_only"
 
 
+SHIFT_ROLES = ("source", "target")
+
+
+@dataclass
+class DomainShiftArgs(TextShiftArgs):
+    """The text recipe's shift options, and what the shifted rows are for in domain adaptation."""
+
+    synthetic_shift_role: str | None = field(
+        default=None,
+        metadata={"help": "What --synthetic_shift's rows are for. source (the default with target data): the source's "
+                  "training rows are shifted toward the target's condition, on the fly, and the real target rows feed "
+                  "the adaptation objective. target (the default, and the only role, without --target_file): a shifted "
+                  "copy of the source's training texts stands in as the unlabelled target set the objective adapts to."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.synthetic_shift_role is not None and self.synthetic_shift_role not in SHIFT_ROLES:
+            raise HfTransferError(f"unknown --synthetic_shift_role '{self.synthetic_shift_role}'; choose source or target")
+        if self.synthetic_shift_role is not None and self.synthetic is None:
+            raise HfTransferError("--synthetic_shift_role says what --synthetic_shift's rows are for: give "
+                                  "--synthetic_shift too")
+
+
+def shift_role(args: Args) -> str | None:
+    """The role of --synthetic_shift's rows in this run (None without the option): as asked, else source when target
+    data are named and target when none are."""
+    from hf_transfer.data.domains import DomainDataArgs
+
+    options = args.get(DomainShiftArgs)
+    if options is None or options.synthetic is None:
+        return None
+    return options.synthetic_shift_role or ("source" if args[DomainDataArgs].has_target else "target")
+
+
 def check_combination(args: Args) -> None:
-    """Method x strategy combinations that cannot work, refused before anything loads."""
+    """Method x strategy combinations that cannot work, and a target the run cannot have, refused before anything
+    loads."""
+    from hf_transfer.data.domains import DomainDataArgs
+
     options, strategy = args[AdaptationArgs], args.strategy
+    has_target, role = args[DomainDataArgs].has_target, shift_role(args)
+    if not has_target and role is None:
+        raise HfTransferError("name the target domain's data: --target_file or --target_dataset_name (or, without target "
+                              "data, --synthetic_shift SPEC: the shifted source stands in as the target; docs/shift.md)")
+    if role == "source" and not has_target:
+        raise HfTransferError("--synthetic_shift_role source adapts to target data and none are named: give --target_file "
+                              "(or --target_dataset_name), or use --synthetic_shift_role target")
+    if role == "target" and has_target:
+        raise HfTransferError("--synthetic_shift_role target makes the target set from the shifted source, and target "
+                              "data are named too: drop --target_file/--target_dataset_name (--target_eval_file scores "
+                              "labelled target rows) or use --synthetic_shift_role source")
+    if role == "target" and args[DomainShiftArgs].synthetic_shift_probability < 1:
+        raise HfTransferError("--synthetic_shift_probability below 1 leaves rows clean, and with --synthetic_shift_role "
+                              "target a clean row of the stand-in target is a source row: drop the option")
     if strategy.cache_frozen_prefix and options.uses_target_in_training:
         raise HfTransferError("--cache_frozen_prefix is not offered with domain adaptation (target rows join every "
                               "batch); drop it or use --adaptation source_only")
@@ -124,20 +179,17 @@ def load_domain_adaptation_task(args: Args) -> TaskData:
     args.strategy.check_config(config)
     tokenizer = load_tokenizer(args.model)
     ensure_pad_token(tokenizer, config)
+    plan, role = shift_plan(args), shift_role(args)  # --synthetic_shift, --eval_shift (hf_transfer/tasks/shift.py)
+    # The rows the plan shifts as the text recipe's does: with the target role no training row, only evaluation copies.
+    rows_plan = without_training_shift(plan) if role == "target" else plan
     paired = options.target_per_source if options.uses_target_in_training else 0
-    domains = load_domains(data_args, tokenizer, seed=args.training.seed, paired=paired)
+    domains = load_domains(data_args, tokenizer, seed=args.training.seed, paired=paired, keep_text=rows_plan is not None,
+                           stand_in_target=stand_in_target(plan) if role == "target" else None)
     config.id2label = dict(enumerate(domains.label_names))
     config.label2id = {name: i for i, name in enumerate(domains.label_names)}
-    collator = text_collator(data_args, tokenizer, mixed_precision=mixed_precision(args.training))
-    datasets = domains.datasets
-    if options.uses_target_in_training:
-        # Evaluation batches say their domain too (per-domain normalisation maps target rows).
-        for split in [s for s in datasets if s != "train"]:
-            datasets[split] = with_domain(datasets[split], 1 if split == "target" else 0)
-        collator = DomainBatchCollator(collator, domains.target)
-    return TaskData(
-        datasets=datasets,
-        collator=collator,
+    data = TaskData(
+        datasets=domains.datasets,
+        collator=text_collator(data_args, tokenizer, mixed_precision=mixed_precision(args.training)),
         processing_class=tokenizer,
         config=config,
         compute_metrics=compute_classification_metrics,
@@ -147,6 +199,47 @@ def load_domain_adaptation_task(args: Args) -> TaskData:
         eval_splits=("validation", "test", "target"),
         extra={"target": domains.target, "padding": text_collator(data_args, tokenizer, mixed_precision=False)},
     )
+    # The shift's collator wraps the padding one, inside the domain batches: it sees each source row's own text and
+    # number, and the target rows (which carry neither) pass through it as they are.
+    data = with_text_shift(data, rows_plan, args, tokenizer, [domains.report["text_column"]], data_args.max_seq_length,
+                           also_scored=("target",))
+    if role is not None:
+        data.report = {**data.report, **plan.report, "synthetic_shift_role": role}
+    if options.uses_target_in_training:
+        # Evaluation batches say their domain too (per-domain normalisation maps target rows: the scored target's and
+        # its shifted copies', `shifted_target`).
+        for split in [s for s in data.datasets if s != "train"]:
+            data.datasets[split] = with_domain(data.datasets[split], 1 if split.endswith("target") else 0)
+        data.collator = DomainBatchCollator(data.collator, domains.target)
+    return data
+
+
+def without_training_shift(plan):
+    """`plan` with its evaluation shifts only (None without any): the target role shifts no training row."""
+    import copy
+
+    if plan is None or not plan.evaluations:
+        return None
+    evaluations_only = copy.copy(plan)
+    evaluations_only.synthetic = None
+    return evaluations_only
+
+
+def stand_in_target(plan):
+    """The target role's target texts from the source's training texts: row i through --synthetic_shift with the
+    generator the source role gives it in the first epoch, `default_rng([seed, 0, i])`: fixed, the same in every run
+    with this seed. A shift that leaves most texts as they are would make the target the source: refused."""
+    from hf_transfer.data.domains import SHARED_WITH_SOURCE
+
+    def shifted(texts: list[str]) -> list[str]:
+        out = [plan.synthetic(text, plan.training_generator(i, epoch=0)) for i, text in enumerate(texts)]
+        unchanged = sum(a == b for a, b in zip(texts, out))
+        if unchanged > SHARED_WITH_SOURCE * len(texts):
+            raise HfTransferError(f"--synthetic_shift {plan.synthetic} leaves {unchanged} of the {len(texts)} source "
+                                  "training texts unchanged, so the stand-in target would be the source; raise its strength")
+        return out
+
+    return shifted
 
 
 def build_objective(model, options: AdaptationArgs):
@@ -256,10 +349,17 @@ def adaptation_card_notes(args: Args, results: dict) -> dict[str, list[str]]:
     method, weight = results.get("adaptation"), results.get("adaptation_weight")
     data_args = args[DomainDataArgs]
     target = data_args.target_file or data_args.target_dataset_name
+    role, condition = results.get("synthetic_shift_role"), f"`--synthetic_shift` {results.get('synthetic_shift_means')}"
     model = [f"**Domain adaptation:** `{method}`" + (f" (weight {weight:g})" if weight is not None else "")
              + f": {METHOD_TEXT.get(method, method)}",
+             f"**Target domain:** none given; a synthetic stand-in: the source's {results.get('target_rows', '?')} "
+             f"training texts through {condition}, without their labels" if role == "target" else
              f"**Target domain:** `{Path(target).name if data_args.target_file else target}`, "
              f"{results.get('target_rows', '?')} rows in the training stream, without their labels"]
+    if role == "source":
+        share = results.get("synthetic_shift_probability", 1.0)
+        model.append(f"**Synthetic condition:** the source's training rows shifted toward the target's condition with "
+                     f"{condition}, drawn anew each epoch" + (f", on a share {share:g} of the rows" if share < 1 else ""))
     if "target_accuracy" in results:
         source = results.get("validation_accuracy")
         model.append(f"**Accuracy:** target {100 * results['target_accuracy']:.1f}"
@@ -280,6 +380,9 @@ def adaptation_card_notes(args: Args, results: dict) -> dict[str, list[str]]:
         "Source validation accuracy is from the source domain's held-out rows; expect other domains than these two to "
         "score differently.",
     ]
+    if role == "target":
+        limitations.append("No target data were given: the model adapted to a synthetic condition made from the source "
+                           f"({condition}); how well it stands for a real target domain is not measured here.")
     if method == "domain_norm":
         limitations.append("The saved LayerNorms carry the target domain's statistics: use this model on target-domain "
                            "text (source-domain text would need the source statistics, which are not saved).")
@@ -298,7 +401,20 @@ def adaptation_lines(results: dict) -> list[str]:
     if "proxy_a_distance_before" in results and "proxy_a_distance_after" in results:
         lines.append(f"proxy A-distance (0 = domains indistinguishable, 2 = separable): "
                      f"{results['proxy_a_distance_before']:.3f} before -> {results['proxy_a_distance_after']:.3f} after")
+    role = results.get("synthetic_shift_role")
+    if role is not None:
+        lines.append(f"synthetic shift ({SHIFT_ROLE_TEXT[role]}): {results.get('synthetic_shift_means')}")
+    # --eval_shift's copies of the scored target beside it, as the run summary sets validation's (run/finish.py).
+    for key in sorted(k for k in results if k.startswith("shifted") and k.endswith("_target_accuracy")):
+        label, clean = key[: -len("_target_accuracy")], results.get("target_accuracy")
+        if clean is not None:
+            lines.append(f"{'target_accuracy (' + label + ')':<36} {results[key]:.4f} (clean {clean:.4f}, "
+                         f"{results[key] - clean:+.4f})")
     return lines
+
+
+SHIFT_ROLE_TEXT = {"source": "role source: the source's training rows shifted",
+                   "target": "role target: the shifted source texts stand in as the target"}
 
 
 

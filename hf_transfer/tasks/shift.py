@@ -38,10 +38,12 @@ def _attach(data: TaskData, plan, preview, copies: dict | None = None) -> TaskDa
     return data
 
 
-def with_text_shift(data: TaskData, plan, args: Args, tokenizer, text_columns: list[str], max_length: int) -> TaskData:
+def with_text_shift(data: TaskData, plan, args: Args, tokenizer, text_columns: list[str], max_length: int,
+                    also_scored: tuple[str, ...] = ()) -> TaskData:
     """Text: the splits were loaded with their raw text (`text_columns`, kept beside the token ids). Shifted validation
     copies are made and tokenised here, once (they are fixed); training rows keep their text for the collator, which
-    shifts and tokenises them per batch; every other split drops it."""
+    shifts and tokenises them per batch; every other split drops it. `also_scored`: other labelled splits scored
+    shifted too, each copy named as validation's are (domain adaptation's `target`: `shifted_target`, ...)."""
     if plan is None:
         return data
     from hf_transfer.data.shift.plan import TextShiftCollator
@@ -51,12 +53,16 @@ def with_text_shift(data: TaskData, plan, args: Args, tokenizer, text_columns: l
     preview = pick_rows(datasets["train"], lambda row: row[text_columns[0]])
     copies = {split: shifted_text_copy(datasets["validation"], shift, plan, tokenizer, text_columns, max_length)
               for shift, split in zip(plan.evaluations, plan.eval_splits) if "validation" in datasets}
+    others = {f"{shift.label}_{split}": shifted_text_copy(datasets[split], shift, plan, tokenizer, text_columns, max_length)
+              for split in also_scored if split in datasets for shift in plan.evaluations}
     data.datasets = type(datasets)({
-        split: dataset if split == "train" and plan.synthetic is not None
-        else dataset.remove_columns([c for c in text_columns if c in dataset.column_names])
-        for split, dataset in datasets.items()
+        **{split: dataset if split == "train" and plan.synthetic is not None
+           else dataset.remove_columns([c for c in text_columns if c in dataset.column_names])
+           for split, dataset in datasets.items()},
+        **others,
     })
     data = _attach(data, plan, preview, copies)
+    data.eval_splits = (*data.eval_splits, *others)
     if plan.synthetic is not None:
         data.collator = TextShiftCollator(data.collator, tokenizer, plan, text_columns, max_length)
         data.callbacks = [*data.callbacks, plan.epoch]  # the epoch its rows' draws are keyed by, set as each one begins
@@ -67,7 +73,8 @@ def with_text_shift(data: TaskData, plan, args: Args, tokenizer, text_columns: l
 
 
 def shifted_text_copy(validation, shift, plan, tokenizer, text_columns: list[str], max_length: int):
-    """The validation rows' texts through `shift` (row i with its fixed generator), tokenised as the clean split was."""
+    """The validation rows' (or another scored split's) texts through `shift` (row i with its fixed generator),
+    tokenised as the clean split was."""
     def tokenize(batch, indices):
         shifted = {c: [] for c in text_columns}
         for j, i in enumerate(indices):
