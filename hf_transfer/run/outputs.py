@@ -36,6 +36,7 @@ WRITTEN = (
     "tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "spiece.model", "added_tokens.json",
     "preprocessor_config.json", "processor_config.json", "chat_template.*", "README.md", "*_predictions.jsonl", "*.png",
     "generated_predictions.txt", "shift_preview.txt",
+    "tasks",  # the multitask recipe's per-task models (tasks/<name>)
     "onnx",  # recipes/export.py's default export folder: an export of the replaced model would outlive it
 )
 
