@@ -1,6 +1,5 @@
 """Configuration: file values, recipe defaults and CLI flags in the right order; every shipped config parses."""
 import importlib
-from pathlib import Path
 
 import pytest
 import yaml

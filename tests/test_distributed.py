@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
 from conftest import REPO, recipe_argv
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]

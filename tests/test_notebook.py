@@ -4,7 +4,6 @@ Cells tagged `skip-ci` (the pip install from the project's git URL) are left out
 folder, with HF_HUB_OFFLINE=1 and no token, so the push cell must explain how to push instead of failing.
 """
 import json
-import os
 import time
 
 import pytest

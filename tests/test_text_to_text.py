@@ -7,7 +7,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import make_tokenizer
 
 from hf_transfer.errors import HfTransferError
 from recipes import text_to_text
