@@ -1,6 +1,6 @@
 """Multitask transfer on sentence tasks: does a small task gain from being trained together with related ones?
 
-    python benchmarks/multitask_sentences.py --jobs 2                 # everything below (~40 min on 2 idle cores)
+    python benchmarks/multitask_sentences.py --jobs 2                 # everything below (~2 h on 2 idle cores)
     python benchmarks/multitask_sentences.py --parts cr --seeds 1 2   # a part, some seeds; finished runs are skipped
     python benchmarks/multitask_sentences.py --quick                  # a smoke run in minutes; its numbers mean nothing
 
@@ -12,7 +12,7 @@ lr 1e-4 with 10% warm-up, max length 64, the machine's default precision, one th
 
 Parts:
   cr        CR at 100 / 500 / all 3,017 training sentences (a seeded draw from the pool, --train_sample_seed = the seed,
-            the same rows in both arms), seeds 1-5. single: recipes/sentiment.py on CR alone, max(3 epochs, 150 steps).
+            the same rows in both arms), seeds 1-5 (all: seeds 1-3, the learning curve's end). single: recipes/sentiment.py on CR alone, max(3 epochs, 150 steps).
             multitask: recipes/multitask.py with CR + SST-2 (8,000) + MPQA (9,603), one epoch of the three
             (ceil(rows / 32) batches), the task of each batch drawn by the temperature sampler (T = 2).
             Both scored on the same CR held-out set.
@@ -49,6 +49,7 @@ CR_SIZES = (100, 500, None)  # None: the whole pool
 TREC_SIZE = 500
 SST2_ROWS, MPQA_HELD_OUT = 8000, 1000
 SEEDS = (1, 2, 3, 4, 5)
+CURVE_END_SEEDS = (1, 2, 3)  # CR at all its training sentences: the learning curve's end, not a headline
 SAMPLER_SEEDS = (1, 2)
 SAMPLERS = {"proportional": [], "temperature": ["--sampler_temperature", "2"], "round_robin": []}
 MAIN_SAMPLER = "temperature"
@@ -149,9 +150,13 @@ def plan(parts: list[str], files: dict[str, Path], seeds: list[int], quick: bool
                 task_entry("sst2", files["sst2_train"], files["sst2_dev"], None, seed),
                 task_entry("mpqa", files["mpqa_train"], files["mpqa_test"], None, seed)]
 
+    if "step" in parts:  # first: a few minutes, and its ratio needs both arms of a round on an equally loaded machine
+        step_runs(files, lines, quick, add, related)
     for seed in seeds:
         if "cr" in parts:
             for size in cr_sizes:
+                if size is None and seed not in CURVE_END_SEEDS and not quick:
+                    continue
                 name = f"cr/{size or 'all'}"
                 out = WORK / "runs" / f"{name}/single/{seed}"
                 add(f"{name}/single/{seed}", single_command(files["cr_pool"], files["cr_test"], size, seed, out,
@@ -170,25 +175,28 @@ def plan(parts: list[str], files: dict[str, Path], seeds: list[int], quick: bool
             for sampler in SAMPLERS:
                 if sampler != MAIN_SAMPLER or "cr" not in parts:
                     multitask(f"samplers/{sampler}/{seed}", related(size, seed), sampler, seed)
-    if "step" in parts:
-        pooled = WORK / "data" / "pooled.jsonl"
-        size = 50 if quick else 500
-        if not pooled.is_file():  # the mixture's rows as one task (the CR draw of seed 1, as the multitask run reads)
-            from datasets import Dataset
-
-            cr = Dataset.from_list(sentence_data.read_jsonl(files["cr_pool"]))
-            rows = list(cr.shuffle(seed=1).select(range(size)))  # as --max_train_samples with --train_sample_seed 1
-            rows += sentence_data.read_jsonl(files["sst2_train"]) + sentence_data.read_jsonl(files["mpqa_train"])
-            sentence_data.write_jsonl(pooled, [(row["text"], row["label"]) for row in rows])
-        steps = 10 if quick else STEP_STEPS
-        for round_ in range(1, STEP_ROUNDS + 1):
-            out = WORK / "runs" / f"step/single/{round_}"
-            command = single_command(pooled, files["cr_test"], None, 1, out, lines["cr_pool"])
-            command[command.index("--num_train_epochs"):command.index("--num_train_epochs") + 2] = ["--max_steps", str(steps)]
-            add(f"step/single/{round_}", command, out)
-            out = WORK / "runs" / f"step/multitask/{round_}"
-            add(f"step/multitask/{round_}", multitask_command(related(size, 1), MAIN_SAMPLER, 1, out, steps), out)
     return jobs
+
+
+def step_runs(files: dict[str, Path], lines: dict[str, int], quick: bool, add, related) -> None:
+    """The step-cost rounds: the same rows as one multitask run and as one pooled single task, STEP_STEPS steps each."""
+    pooled = WORK / "data" / "pooled.jsonl"
+    size = 50 if quick else 500
+    if not pooled.is_file():  # the mixture's rows as one task (the CR draw of seed 1, as the multitask run reads)
+        from datasets import Dataset
+
+        cr = Dataset.from_list(sentence_data.read_jsonl(files["cr_pool"]))
+        rows = list(cr.shuffle(seed=1).select(range(size)))  # as --max_train_samples with --train_sample_seed 1
+        rows += sentence_data.read_jsonl(files["sst2_train"]) + sentence_data.read_jsonl(files["mpqa_train"])
+        sentence_data.write_jsonl(pooled, [(row["text"], row["label"]) for row in rows])
+    steps = 10 if quick else STEP_STEPS
+    for round_ in range(1, STEP_ROUNDS + 1):
+        out = WORK / "runs" / f"step/single/{round_}"
+        command = single_command(pooled, files["cr_test"], None, 1, out, lines["cr_pool"])
+        command[command.index("--num_train_epochs"):command.index("--num_train_epochs") + 2] = ["--max_steps", str(steps)]
+        add(f"step/single/{round_}", command, out)
+        out = WORK / "runs" / f"step/multitask/{round_}"
+        add(f"step/multitask/{round_}", multitask_command(related(size, 1), MAIN_SAMPLER, 1, out, steps), out)
 
 
 # ---------------------------------------------------------------------------------------------------------------
