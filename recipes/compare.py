@@ -23,6 +23,11 @@ and adds a table of arms by variants with their mean; the domain-adaptation arms
 --train_sizes, each draw's smaller subsets are part of its larger ones), so the spread includes which examples were
 labelled, as the few-shot literature reports: `--train_sizes 8 16 32 64 --few_shot_draws 5 --strategies full contrastive`.
 
+`--multitask_tasks tasks.yaml --multitask_task cr` adds the arm `multitask`: recipes/multitask.py on that task file,
+once per seed, scored on its task `cr` (the task the other arms train on alone), so one report shows whether training
+together with the file's other tasks helped: `--recipe_args "--train_file cr_train.csv --validation_file cr_test.csv"`
+with the same files under `cr` in tasks.yaml. Its cost columns are the whole multitask run's.
+
 `--train_sizes 16 64 256 1000` runs every arm at every size and every seed (per class with
 --max_train_samples_per_class for a labelled task, else in all with --max_train_samples) and adds the transfer
 learning curve to the report: the metric against the number of labelled examples, one line per arm.
@@ -52,6 +57,7 @@ from hf_transfer.evidence.features import (
     shuffled_folds,
     stratified_folds,
 )
+from hf_transfer.multitask.export import own_scores
 from hf_transfer.run.task import Args, Task
 from recipes import linear_probe, load_recipe
 
@@ -97,6 +103,19 @@ class CompareArgs:
                   "--max_train_samples_per_class; draw d samples with --train_sample_seed d, the same rows for every arm): "
                   "the report's mean ± std is then over draws and seeds, as the few-shot literature reports (text recipes)."},
     )
+    multitask_tasks: str | None = field(
+        default=None,
+        metadata={"help": "A task file of recipes/multitask.py (its --tasks): its run, once per seed, joins the report as "
+                  "the arm `multitask`, scored on --multitask_task (text recipes)."},
+    )
+    multitask_task: str | None = field(
+        default=None,
+        metadata={"help": "The task of --multitask_tasks that the other arms train on alone: its scores are the "
+                  "multitask arm's."},
+    )
+    multitask_args: str = field(
+        default="", metadata={"help": "Flags given to every multitask run (budget, --task_sampler, strategy), as one quoted string."}
+    )
     recipe_config: str | None = field(default=None, metadata={"help": "Config file given to every run of the recipe."})
     recipe_args: str = field(default="", metadata={"help": "Flags given to every run (data, model, budget), as one quoted string."})
     frozen_head: str | None = field(
@@ -139,9 +158,22 @@ class CompareArgs:
             raise HfTransferError("--launcher starts a process per run, --in_process true runs none: give one of them")
         if self.few_shot_draws is not None and self.few_shot_draws < 1:
             raise HfTransferError(f"--few_shot_draws must be at least 1, got {self.few_shot_draws}")
+        if (self.multitask_tasks is None) != (self.multitask_task is None):
+            raise HfTransferError("--multitask_tasks (the task file) and --multitask_task (the task of it the other arms "
+                                  "train on) go together: give both or neither")
+        if self.multitask_tasks is not None:
+            clashing = [flag for flag, value in (("--train_sizes", self.train_sizes), ("--variants", self.variants),
+                                                 ("--k_folds", self.k_folds), ("--few_shot_draws", self.few_shot_draws))
+                        if value is not None]
+            if clashing:
+                raise HfTransferError(f"the multitask arm trains on its task file's data as it is, so it cannot follow "
+                                      f"{', '.join(clashing)}: drop them or --multitask_tasks")
         if self.few_shot_draws is not None and self.k_folds is not None:
             raise HfTransferError("--few_shot_draws draws training subsets and --k_folds splits the training set into folds: "
                                   "give one of them")
+
+
+MULTITASK = "multitask"
 
 
 def frozen_arm(args: CompareArgs) -> str:
@@ -173,7 +205,26 @@ def arms(args: CompareArgs, task: Task) -> dict[str, list[str]]:
         if name in table:
             raise HfTransferError(f"arm name '{name}' is taken; name the strategy otherwise (name=--flags)")
         table[name] = shlex.split(flags or PRESETS[name]) + off
+    if args.multitask_tasks is not None:
+        if MULTITASK in table:
+            raise HfTransferError(f"arm name '{MULTITASK}' is the multitask arm's; name the strategy otherwise (name=--flags)")
+        table[MULTITASK] = shlex.split(args.multitask_args)
     return table
+
+
+def check_multitask(args: CompareArgs, task: Task, argv: list[str]) -> None:
+    """The multitask arm's flags parse, its task file names --multitask_task, and the compared recipe is a text one."""
+    from hf_transfer.data.text import TextDataArgs
+    from hf_transfer.multitask.spec import MultitaskArgs
+    from recipes import multitask
+
+    if TextDataArgs not in task.arguments:
+        raise HfTransferError(f"--multitask_tasks trains text tasks together; {args.recipe} is not a text recipe: use "
+                              "--recipe sentiment")
+    names = [spec.name for spec in multitask.TASK.parse(argv)[MultitaskArgs].task_specs]
+    if args.multitask_task not in names:
+        raise HfTransferError(f"--multitask_task {args.multitask_task} is not a task of {args.multitask_tasks}; its "
+                              f"tasks: {', '.join(names)}")
 
 
 def variant_flags(args: CompareArgs) -> dict[str | None, list[str]]:
@@ -326,6 +377,11 @@ def main(argv: list[str] | None = None) -> dict:
             return linear_probe, argv + ["--recipe", args.recipe, "--heads", args.frozen_head,
                                          "--feature_cache_dir", args.feature_cache_dir]
         overwrite = ["--overwrite_output_dir", "true"] if args.overwrite_output_dir else []
+        if arm == MULTITASK:
+            from recipes import multitask
+
+            return multitask, ["--tasks", args.multitask_tasks, *extra, "--seed", str(seed), "--output_dir",
+                               str(run_dir), *overwrite]
         # A strategy's model card puts the references of its seed and data (run before it) beside its own results.
         references = [f"{ref}={run_folder(ref, size, variant, seed, fold_index, draw)}" for ref in plan
                       if ref in (SCRATCH, frozen_arm(args)) and arm not in (SCRATCH, frozen_arm(args))]
@@ -337,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
             module, argv = run_argv(arm, extra, [], sizes[0], args.seeds[0], out / "check", variant, draw=next(iter(draws)))
             if module is linear_probe:
                 linear_probe.parse(argv)
+            elif arm == MULTITASK:
+                check_multitask(args, task, argv)
             else:
                 task.parse(argv)
     folds = fold_files(task, base, args.k_folds, args.seeds[0], out, regression) if args.k_folds else [None]
@@ -354,6 +412,8 @@ def main(argv: list[str] | None = None) -> dict:
                         metrics = run_in_process(module, run_args, run_dir)
                     else:
                         metrics = run_recipe(module.__file__, run_args, run_dir, args.launcher)
+                    if arm == MULTITASK:  # the compared task's scores, named as its single-task runs name them
+                        metrics = {**metrics, **own_scores(metrics, args.multitask_task)}
                     if not runs and arm != frozen_arm(args):
                         _check_metric(metric, metrics, arm)  # a wrong --metric fails after one run, not after all
                     history_file = run_dir / "log_history.json"
@@ -371,6 +431,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.train_sizes:
         settings["train_sizes"] = f"{args.train_sizes} ({size_unit})"
     settings["recipe_args"] = " ".join(base) or "(defaults)"
+    if args.multitask_tasks:
+        settings["multitask"] = (f"recipes/multitask.py --tasks {args.multitask_tasks} {args.multitask_args}".strip()
+                                 + f", scored on its task {args.multitask_task}")
     if args.variants:
         settings["variants"] = ", ".join(args.variants)
     if args.few_shot_draws:

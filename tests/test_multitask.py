@@ -469,3 +469,42 @@ def test_bad_input_is_one_line_naming_the_task_and_writes_nothing(tiny_text_mode
                          monkeypatch, capsys)
         assert message in line, line
         assert not out.exists()
+
+
+# --- compare: the multitask run beside the same task trained alone ---
+
+def test_compare_puts_the_multitask_run_beside_the_task_alone(tiny_text_model_dir, task_set, tmp_path, monkeypatch, capsys):
+    from recipes import compare
+
+    folder, tasks, _ = task_set
+    out = tmp_path / "cmp"
+    budget = "--num_train_epochs 2 --per_device_train_batch_size 8 --learning_rate 1e-3 --save_strategy no"
+    alone = (f"--model_name_or_path {tiny_text_model_dir} --train_file {folder / 'reviews_train.csv'} "
+             f"--validation_file {folder / 'reviews_dev.csv'} {budget}")
+    argv = ["--references", "false", "--strategies", "full", "--seeds", "1", "--output_dir", str(out), "--in_process",
+            "true", "--recipe_args", alone, "--multitask_tasks", str(tasks), "--multitask_task", "reviews",
+            "--multitask_args", f"--model_name_or_path {tiny_text_model_dir} {budget}"]
+    result = compare.main(argv)
+    by_arm = {run["arm"]: run for run in result["runs"]}
+    assert set(by_arm) == {"full", "multitask"}
+    # The multitask arm's score is the reviews task's own score in its run, not the macro score or another task's.
+    written = json.loads((out / "multitask" / "seed_1" / "metrics.json").read_text())
+    assert by_arm["multitask"]["validation_accuracy"] == written["validation_reviews_accuracy"]
+    assert sorted(written["tasks"]) == ["reviews", "scores", "topics"]
+    single = json.loads((out / "full" / "seed_1" / "metrics.json").read_text())
+    assert by_arm["full"]["validation_accuracy"] == single["validation_accuracy"]
+    report = (out / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| multitask |"))
+    assert f"{100 * written['validation_reviews_accuracy']:.2f} ± 0.00" in row
+    assert f"--tasks {tasks}" in report and "scored on its task reviews" in report
+
+    bad = [(["--multitask_task", "nosuch"], "--multitask_task nosuch is not a task of", "its tasks: reviews, topics, scores"),
+           (["--train_sizes", "4"], "cannot follow --train_sizes", "drop them or --multitask_tasks")]
+    for extra, where, fix in bad:
+        out_bad = tmp_path / f"bad_{extra[0][2:]}"
+        args = [a if a != str(out) else str(out_bad) for a in argv] + extra
+        line = cli_error(compare.main, args, monkeypatch, capsys)
+        assert where in line and fix in line, line
+        assert not out_bad.exists()
+    line = cli_error(compare.main, ["--multitask_task", "reviews", "--in_process", "true"], monkeypatch, capsys)
+    assert "--multitask_tasks (the task file) and --multitask_task" in line

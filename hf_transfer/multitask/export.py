@@ -89,12 +89,17 @@ def remove_earlier_exports(folder: Path) -> None:
 def task_results(results: dict, name: str, data) -> dict:
     """Task `name`'s view of the run's results, as a single-task run would have recorded them: its scores without
     the task's prefix (`validation_<name>_accuracy` -> `validation_accuracy`), its data's report and size."""
+    return {**data.report, **{key: results[key] for key in RUN_FACTS if key in results}, **own_scores(results, name),
+            "train_examples": len(data.datasets["train"])}
+
+
+def own_scores(results: dict, name: str) -> dict:
+    """Task `name`'s scores in a multitask run's results, named as a single-task run names them
+    (`validation_<name>_accuracy` -> `validation_accuracy`)."""
     from hf_transfer.sharing.cards import SCORES
 
-    own = {f"{split}_{score}": results[f"{split}_{name}_{score}"] for split in ("validation", "test") for score in
-           ("loss", *SCORES) if f"{split}_{name}_{score}" in results}
-    return {**data.report, **{key: results[key] for key in RUN_FACTS if key in results}, **own,
-            "train_examples": len(data.datasets["train"])}
+    return {f"{split}_{score}": results[f"{split}_{name}_{score}"] for split in ("validation", "test") for score in
+            ("loss", *SCORES) if f"{split}_{name}_{score}" in results}
 
 
 def task_card(task, trainer, args, results: dict, name: str, saved: str, adapter: dict | None):
