@@ -393,6 +393,12 @@ class TransferTrainerMixin:
             # Must be set before Trainer.__init__ builds the Accelerator, which reads it.
             args.ddp_find_unused_parameters = True
         super().__init__(model, args, **kwargs)
+        # The Trainer skips its division of the loss by the accumulation steps for a model whose forward takes
+        # **kwargs, trusting it to normalise by the label count of all the accumulated batches (num_items_in_batch).
+        # The classification, CTC, masked-LM and seq2seq heads trained here take **kwargs but compute a plain mean, so
+        # the loss, and the gradient that clipping sees, came out multiplied by --gradient_accumulation_steps. Each
+        # batch's mean divided by the steps instead: the average that N processes compute too.
+        self.model_accepts_loss_kwargs = False
         self._objective_logs: dict[str, list[torch.Tensor]] = {}
         if self.strategy.strategy == "gradual":
             self.add_callback(GradualUnfreezing(self.strategy.gradual_every, self.strategy.gradual_unit))

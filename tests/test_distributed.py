@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, recipe_argv
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -75,10 +76,12 @@ def test_audio_classification_on_two_cpu_processes(tmp_path):
     assert math.isfinite(metrics["train_loss"]) and (tmp_path / "out" / "model.safetensors").is_file()
 
 
-def test_domain_adversarial_run_on_two_cpu_processes_matches_one_process(tiny_text_model_dir, tmp_path):
+@pytest.mark.parametrize("method", ["dann", "self_training"])
+def test_domain_adaptation_on_two_cpu_processes_matches_one_process(tiny_text_model_dir, tmp_path, method):
     """DANN's domain head lives in the model, so DDP all-reduces it with the encoder; its reversal coefficient is a
     function of the step. Two processes at 4 + 4 rows and one at 8 see the same source and target rows per step, so
-    they train the same model."""
+    they train the same model. Self-training selects pseudo-labels per batch, so one process takes the two batches of
+    4 as gradient-accumulation steps; its mean teacher is updated once per optimizer step in both."""
     import shutil
 
     from adaptation_helpers import adaptation_argv, write_domains
@@ -93,14 +96,24 @@ def test_domain_adversarial_run_on_two_cpu_processes_matches_one_process(tiny_te
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     config.save_pretrained(model)
     domains = write_domains(tmp_path / "domains")
-    common = ["--adaptation", "dann", "--seed", "3", "--num_train_epochs", "2"]
+    common = ["--adaptation", method, "--seed", "3", "--num_train_epochs", "2"]
+    single = ["--per_device_train_batch_size", "8"]
+    if method == "self_training":
+        common += ["--self_training_teacher", "ema", "--self_training_ema_decay", "0.5", "--self_training_threshold",
+                   "0.5", "--self_training_start", "0"]
+        single = ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2"]
     launch("cpu_2proc.yaml", REPO / "recipes" / "domain_adaptation.py",
            adaptation_argv(model, domains, tmp_path / "ddp", *common, "--per_device_train_batch_size", "4"), tmp_path)
     two = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
-    one = domain_adaptation.main(adaptation_argv(model, domains, tmp_path / "single", *common))
+    one = domain_adaptation.main(adaptation_argv(model, domains, tmp_path / "single", *common, *single))
     # 32 source rows, 8 a step (4 per process x 2, or 8 on one): 4 steps an epoch.
     assert two["world_size"] == 2 and one["world_size"] == 1 and two["global_step"] == one["global_step"] == 8
-    assert 1.0 < two["train_loss"] < 2.0, two["train_loss"]  # task (~ln 2) + domain loss (~ln 2)
+    if method == "dann":
+        assert 1.0 < two["train_loss"] < 2.0, two["train_loss"]  # task (~ln 2) + domain loss (~ln 2)
+    else:  # every step after the first had pseudo-labels, the same in both runs
+        shares = [[e["pseudo_label_share"] for e in json.loads((tmp_path / run / "log_history.json").read_text())
+                   if "pseudo_label_share" in e] for run in ("ddp", "single")]
+        assert shares[0] == shares[1] and min(shares[0][1:]) > 0, shares
     assert math.isclose(two["train_loss"], one["train_loss"], rel_tol=0.01), (two["train_loss"], one["train_loss"])
     assert math.isclose(two["target_accuracy"], one["target_accuracy"], abs_tol=1 / 24 + 1e-9)
     # And the saved classifiers agree to float rounding (gradients summed in another order), every weight.

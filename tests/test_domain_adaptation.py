@@ -14,6 +14,8 @@ from trainer_helpers import BatchRecorder, assert_same_batches, assert_same_weig
 
 from hf_transfer.adaptation import (
     DOMAIN,
+    balanced_selection,
+    self_training_ramp,
     DomainNormalisation,
     block_output_norms,
     coral_loss,
@@ -206,8 +208,14 @@ def test_killed_and_resumed_dann_run_equals_the_uninterrupted_run(tiny_text_mode
     (None, ["--adaptation", "coral", "--adaptation_weight", "-0.5"], "--adaptation_weight must be >= 0"),
     ("train", [], "is the source's training data (32 of its 32 texts are source training texts)"),
     ("star_target", [], "star_target.csv are outside the source's label set ['negative', 'positive']: ['1', '2', '3', '4', '5']"),
+    (None, ["--adaptation", "self_training", "--self_training_threshold", "0"], "--self_training_threshold must be in (0, 1]"),
+    (None, ["--adaptation", "self_training", "--self_training_start", "1"], "--self_training_start is a share of the run"),
+    (None, ["--adaptation", "mmd", "--self_training_share", "0.3"], "--self_training_share applies to --adaptation self_training"),
+    (None, ["--adaptation", "self_training", "--self_training_ema_decay", "0.9"], "applies to --self_training_teacher ema"),
+    (None, ["--adaptation", "self_training", "--self_training_teacher", "twin"], "unknown --self_training_teacher 'twin'"),
 ], ids=["empty target", "source without labels", "different text columns", "unknown method", "negative weight",
-        "target is the source", "target labels of another set"])
+        "target is the source", "target labels of another set", "threshold 0", "start at the end", "option of another method",
+        "decay without the average", "unknown teacher"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tiny_text_model_dir, domains, tmp_path, monkeypatch, capsys,
                                                           file, extra, message):
     files = dict(domains)
@@ -494,3 +502,72 @@ def test_a_shift_role_the_data_cannot_have_is_one_line_exit_2(tiny_text_model_di
     argv = adaptation_argv(tiny_text_model_dir, domains, out, *extra)
     assert message in cli_error(domain_adaptation.main, argv if target else _without_target(argv), monkeypatch, capsys)
     assert not out.exists()
+
+
+# --- self-training ---
+
+def test_balanced_selection_keeps_the_same_share_of_each_predicted_class():
+    """Against a plain-Python selection: per predicted class, the top share by confidence (earlier row on ties), at
+    least one, then the threshold."""
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        n, classes = int(rng.integers(1, 30)), int(rng.integers(2, 5))
+        logits = rng.normal(size=(n, classes)) * 3
+        logits[: n // 3] = np.round(logits[: n // 3])  # some exact ties
+        probabilities = torch.softmax(torch.tensor(logits), dim=-1)
+        threshold, share = float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.1, 1.0))
+        expected = [False] * n
+        p = probabilities.numpy()
+        for label in range(classes):
+            rows = [i for i in range(n) if int(np.argmax(p[i])) == label]
+            rows.sort(key=lambda i: (-p[i].max(), i))
+            for i in rows[: max(1, math.floor(share * len(rows) + 1e-9))] if rows else []:
+                expected[i] = p[i].max() >= threshold
+        got = balanced_selection(probabilities, threshold, share)
+        assert got.tolist() == expected, trial
+        assert torch.equal(balanced_selection(probabilities, threshold, share), got)  # deterministic
+    # One class predicted 9 times and another once: at share 0.5 the first keeps 4 rows (not 9), the second its one.
+    probabilities = torch.tensor([[0.99 - 0.01 * i, 0.01 + 0.01 * i] for i in range(9)] + [[0.05, 0.95]])
+    chosen = balanced_selection(probabilities, 0.5, 0.5)
+    assert chosen.tolist() == [True] * 4 + [False] * 5 + [True]
+
+
+def test_self_training_ramp_is_zero_then_linear_then_one():
+    assert [self_training_ramp(s, 100, 0.25, 0.5) for s in (0, 24, 25, 50, 75, 100)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+    assert self_training_ramp(10, 100, 0.1, 0.0) == 1.0 and self_training_ramp(9, 100, 0.1, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("teacher", ["model", "ema"])
+def test_killed_and_resumed_self_training_equals_the_uninterrupted_run(tiny_text_model_dir, domains, tmp_path, teacher):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    extra = ["--self_training_teacher", "ema", "--self_training_ema_decay", "0.5"] if teacher == "ema" else []
+    # Threshold 0.5 with two classes: every row is confident enough, so the share alone selects (a tiny model is
+    # never 0.9 sure). 2 epochs of 4 steps: the ramp starts at step 2 (a quarter of the run) at 0, so the pseudo-labels
+    # join at step 3 at half weight, at full weight from step 4.
+    argv = adaptation_argv(tiny_text_model_dir, domains, out, "--adaptation", "self_training", "--num_train_epochs", "2",
+                           "--self_training_threshold", "0.5", "--self_training_share", "0.5", "--save_strategy", "steps",
+                           "--save_steps", "3", "--save_total_limit", "5", *extra)
+    whole = domain_adaptation.main(argv)
+    assert whole["global_step"] == 8 and whole["self_training_share"] == 0.5
+    expected = load_file(out / "model.safetensors")
+    coefficients = _logged(out, "self_training_coefficient")
+    assert coefficients == [self_training_ramp(s, 8, 0.25, 0.25) for s in range(8)]
+    shares = _logged(out, "pseudo_label_share")
+    # 8 target rows a batch, share 0.5 of each predicted class (at least one): 4 or 5 rows once the ramp is on.
+    assert shares[:3] == [0.0] * 3 and all(s in (0.5, 0.625) for s in shares[3:]), shares
+    assert all(math.isclose(_logged(out, "pseudo_label_class_0")[i] + _logged(out, "pseudo_label_class_1")[i], 1.0)
+               for i in range(3, 8))
+    if teacher == "ema":
+        state = load_file(out / "checkpoint-6" / OBJECTIVES_FILE)
+        assert int(state["self_training.ema_step"]) == 5  # folded in at step 5's batch, the last before the save
+        assert sum(k.startswith("self_training.ema_") for k in state) > 10
+    for folder in ("checkpoint-6", "checkpoint-8"):
+        shutil.rmtree(out / folder)  # a kill right after checkpoint-3
+    (out / "metrics.json").unlink()
+    resumed = domain_adaptation.main(argv + ["--resume_from_checkpoint", "last"])
+    assert resumed["resumed_from_step"] == 3 and resumed["global_step"] == 8
+    got = load_file(out / "model.safetensors")
+    assert not [k for k in expected if not torch.equal(got[k], expected[k])]
+    assert _logged(out, "pseudo_label_share")[-5:] == shares[-5:]

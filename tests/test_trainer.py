@@ -101,6 +101,29 @@ def test_full_fine_tuning_is_exactly_a_plain_trainer_run(tokenizer, train_set, t
     assert [h["loss"] for h in ours.state.log_history if "loss" in h] == [h["loss"] for h in plain.state.log_history if "loss" in h]
 
 
+def test_accumulating_two_batches_of_4_trains_as_one_batch_of_8(tokenizer, train_set, tmp_path):
+    # BERT's forward takes **kwargs, so the stock Trainer would leave the loss undivided by the accumulation steps
+    # (twice the loss, a different clipping); without dropout the two runs are one computation up to float rounding.
+    def model():
+        built = new_model(tokenizer)
+        for module in built.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        return built
+
+    whole = make_trainer(tokenizer, train_set, tmp_path / "whole", StrategyArgs(), model=model())
+    whole.train()
+    split = make_trainer(tokenizer, train_set, tmp_path / "split", StrategyArgs(), model=model(),
+                         per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    split.train()
+    losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (whole, split)]
+    assert len(losses[0]) == len(losses[1]) == 12
+    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(*losses)), losses
+    theirs = dict(split.model.named_parameters())
+    worst = max((p - theirs[name]).abs().max().item() for name, p in whole.model.named_parameters())
+    assert worst < 1e-5, worst
+
+
 def test_frozen_groups_stay_bitwise_equal_and_never_enter_the_optimizer(tokenizer, train_set, tmp_path):
     strategy = StrategyArgs(strategy="freeze", freeze_bottom=1, layer_lr_decay=0.9)
     trainer = make_trainer(tokenizer, train_set, tmp_path, strategy)

@@ -12,14 +12,18 @@ from hf_transfer.adaptation.objectives import (
     DomainNormalisation,
     FeatureTap,
     MultiKernelMMD,
+    SelfTraining,
+    balanced_selection,
     block_output_norms,
     coral_loss,
     dann_coefficient,
     mmd_loss,
     reverse_gradient,
+    self_training_ramp,
 )
 
 __all__ = [
     "DOMAIN", "Coral", "DomainAdversarial", "DomainNormalisation", "FeatureTap",
-    "MultiKernelMMD", "block_output_norms", "coral_loss", "dann_coefficient", "mmd_loss", "reverse_gradient",
+    "MultiKernelMMD", "SelfTraining", "balanced_selection", "block_output_norms", "coral_loss", "dann_coefficient",
+    "mmd_loss", "reverse_gradient", "self_training_ramp",
 ]

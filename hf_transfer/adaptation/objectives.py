@@ -358,3 +358,128 @@ class DomainNormalisation(Objective):
 
 
 
+
+
+# --- self-training ---
+
+def self_training_ramp(step: int, max_steps: int, start: float, ramp: float) -> float:
+    """The pseudo-label loss's coefficient at `step`: 0 before `start` (a share of the run, so the source task shapes
+    the head first), rising linearly to 1 over the next `ramp` of the run; a pure function of the step."""
+    progress = step / max(max_steps, 1)
+    if progress < start:
+        return 0.0
+    return 1.0 if ramp <= 0 else min(1.0, (progress - start) / ramp)
+
+
+def balanced_selection(probabilities: torch.Tensor, threshold: float, share: float) -> torch.Tensor:
+    """Which rows join training with their predicted label (a boolean mask): within each predicted class, the most
+    confident `share` of that class's rows (at least one when it has any), of those only the ones at `threshold` or
+    above. Each class keeps the same share of its predictions, so a class the model already favours cannot take over
+    the pseudo-labels (class-balanced self-training, Zou et al. 2018). Ties go to the earlier row: deterministic."""
+    confidence, predicted = probabilities.max(dim=-1)
+    chosen = torch.zeros_like(predicted, dtype=torch.bool)
+    for label in predicted.unique():
+        rows = (predicted == label).nonzero().squeeze(-1)
+        keep = max(1, math.floor(share * len(rows) + 1e-9))
+        # stable sort on -confidence: the most confident first, the earlier row first among equals
+        order = torch.sort(-confidence[rows], stable=True).indices[:keep]
+        chosen[rows[order]] = True
+    return chosen & (confidence >= threshold)
+
+
+class SelfTraining(Objective):
+    """Self-training on the target rows: each batch's confident target predictions join the task loss as labels.
+
+    The pseudo-labels come from the model itself (`teacher="model"`: its own predictions in this forward pass,
+    detached) or from an exponential moving average of its weights (`teacher="ema"`: the mean teacher, Tarvainen &
+    Valpola 2017; one extra forward pass of the target rows without gradients). The average is updated once per
+    optimizer step, lazily at the next step's first batch (so gradient accumulation and several processes update it
+    alike), and lives in buffers: checkpoints keep it and a resumed run continues it exactly.
+
+    The term: `weight` x `self_training_ramp` x the cross-entropy of the selected rows (`balanced_selection`) summed and
+    divided by the batch's target rows, so a batch with few confident rows adds little. Logged: the share of target
+    rows selected, the share of the selected labelled as each class, and the coefficient.
+    """
+
+    inputs = (DOMAIN,)
+
+    def __init__(self, model: nn.Module, weight: float = 1.0, threshold: float = 0.9, share: float = 0.5,
+                 start: float = 0.25, ramp: float = 0.25, teacher: str = "model", ema_decay: float = 0.999,
+                 every_parameter: bool = False) -> None:
+        super().__init__()
+        self.weight, self.threshold, self.share, self.start, self.ramp = weight, threshold, share, start, ramp
+        self.teacher, self.ema_decay = teacher, ema_decay
+        self.num_labels = unwrap_model(model).config.num_labels
+        self.names: list[str] = []
+        self._pending: tuple | None = None  # (model, batch) of the forward pass the teacher reads (a tuple: not a submodule)
+        if teacher == "ema":
+            # The average covers what can train (every parameter under gradual unfreezing, which opens more later);
+            # the frozen rest is the same in teacher and student.
+            for name, parameter in unwrap_model(model).named_parameters():
+                if (parameter.requires_grad or every_parameter) and not name.startswith(OBJECTIVES):
+                    self.register_buffer(f"ema_{len(self.names)}", parameter.detach().clone().float())
+                    self.names.append(name)
+            self.register_buffer("ema_step", torch.tensor(-1, dtype=torch.long))  # the step the average has seen
+
+    def _average(self, inner: nn.Module, step: int) -> None:
+        """Fold the current weights into the average once per optimizer step (at that step's first batch)."""
+        if int(self.ema_step) == step:
+            return
+        parameters = dict(inner.named_parameters())
+        with torch.no_grad():
+            for i, name in enumerate(self.names):
+                if int(self.ema_step) < 0:
+                    getattr(self, f"ema_{i}").copy_(parameters[name].float())
+                else:
+                    getattr(self, f"ema_{i}").lerp_(parameters[name].float(), 1.0 - self.ema_decay)
+        self.ema_step.fill_(step)
+
+    def during_forward(self, model, batch, taken):
+        if self.teacher == "ema" and model.training:
+            self._pending = (model, batch)  # the teacher reads this batch's target rows in `loss`
+        return contextlib.nullcontext()
+
+    def _teacher_logits(self, target: torch.Tensor, step: int) -> torch.Tensor:
+        from torch.func import functional_call
+
+        model, batch = self._pending
+        inner = unwrap_model(model)
+        self._average(inner, step)
+        inputs = {k: v[target] for k, v in batch.items() if k != "labels" and torch.is_tensor(v) and len(v) == len(target)}
+        parameters = dict(inner.named_parameters())
+        weights = {name: getattr(self, f"ema_{i}").to(parameters[name].dtype) for i, name in enumerate(self.names)}
+        was_training = inner.training
+        inner.eval()  # no dropout in the teacher
+        try:
+            with torch.no_grad():
+                return functional_call(inner, weights, args=(), kwargs=inputs, strict=False).logits
+        finally:
+            inner.train(was_training)
+
+    def loss(self, taken, outputs, task_loss, step, max_steps):
+        coefficient = self_training_ramp(step, max_steps, self.start, self.ramp)
+        target = (taken[DOMAIN] == TARGET).to(outputs.logits.device)
+        teacher = None
+        if self.teacher == "ema":
+            if self._pending is not None:
+                self._average(unwrap_model(self._pending[0]), step)  # every step, pseudo-labels or not
+            if coefficient > 0 and target.any():
+                teacher = self._teacher_logits(target, step)
+            self._pending = None
+        zero = task_loss * 0.0
+        if coefficient == 0.0 or not target.any():  # the same keys every step: the logs average them over steps
+            return zero, {"self_training_coefficient": torch.tensor(coefficient), "pseudo_label_share": torch.tensor(0.0),
+                          **{f"pseudo_label_class_{label}": torch.tensor(0.0) for label in range(self.num_labels)}}
+        logits = outputs.logits[target]
+        source_of_labels = logits.detach() if self.teacher == "model" else teacher
+        probabilities = torch.softmax(source_of_labels.float(), dim=-1)
+        chosen = balanced_selection(probabilities, self.threshold, self.share)
+        labels = probabilities.argmax(dim=-1)
+        per_row = F.cross_entropy(logits.float(), labels, reduction="none")
+        term = (per_row * chosen).sum() / len(labels)
+        logged = {"self_training_coefficient": torch.tensor(coefficient),
+                  "pseudo_label_share": chosen.float().mean().detach()}
+        counts = torch.bincount(labels[chosen], minlength=self.num_labels).float()
+        for label in range(self.num_labels):
+            logged[f"pseudo_label_class_{label}"] = counts[label] / counts.sum().clamp(min=1.0)
+        return coefficient * self.weight * term, logged

@@ -10,7 +10,7 @@ from hf_transfer.errors import HfTransferError
 from hf_transfer.run.task import Args, TaskData, mixed_precision
 from hf_transfer.tasks.shift import shift_plan, with_text_shift
 
-METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm")
+METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm", "self_training")
 # Defaults from benchmarks/amazon_domain_adaptation.py (MiniLM-L6, Amazon reviews), fixed there without target labels:
 # MMD 0.01 and CORAL 100 are the largest weights keeping source validation within 2 points of source-only on the
 # declared pair books->dvd (MMD at its paper's 1, and at 0.1, collapsed the features to one class; Deep CORAL's term
@@ -18,7 +18,12 @@ METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm")
 # method is MMD: of the four it had the most wins and the mildest worst case over source-only there (11 wins, 5
 # losses, worst -3.4 points in 20 pair x seed runs; DANN 5 wins, 10 losses, worst -21). Other models: check the
 # weight on source validation the same way.
-DEFAULT_WEIGHTS = {"dann": 1.0, "coral": 100.0, "mmd": 0.01}
+DEFAULT_WEIGHTS = {"dann": 1.0, "coral": 100.0, "mmd": 0.01,
+                   # A pseudo-labelled row counts as a labelled one (the term is already scaled by the selected share).
+                   "self_training": 1.0}
+SELF_TRAINING_DEFAULTS = {"threshold": 0.9, "share": 0.5, "start": 0.25, "ramp": 0.25, "teacher": "model",
+                          "ema_decay": 0.999}
+TEACHERS = ("model", "ema")
 
 
 @dataclass
@@ -27,10 +32,11 @@ class AdaptationArgs:
         default="mmd",
         metadata={"help": "source_only: the source task alone (the reference). dann: domain-adversarial (gradient "
                   "reversal). coral: match feature means and covariances. mmd (default): multi-kernel MMD. domain_norm: per-domain "
-                  "normalisation statistics at each block's output LayerNorm (AdaBN), folded into the saved model."},
+                  "normalisation statistics at each block's output LayerNorm (AdaBN), folded into the saved model. "
+                  "self_training: confident target predictions join the task loss as labels, class-balanced."},
     )
     adaptation_weight: float | None = field(
-        default=None, metadata={"help": f"Weight of the adaptation loss (dann, coral, mmd; defaults {DEFAULT_WEIGHTS})."}
+        default=None, metadata={"help": f"Weight of the adaptation loss (dann, coral, mmd, self_training; defaults {DEFAULT_WEIGHTS})."}
     )
     target_per_source: int = field(
         default=1, metadata={"help": "Target rows in every batch per source row (the batch's fixed proportion)."}
@@ -50,6 +56,30 @@ class AdaptationArgs:
     domain_norm_blocks: int | None = field(
         default=None, metadata={"help": "domain_norm: per-domain statistics at the top N blocks (default: every block)."}
     )
+    self_training_threshold: float | None = field(
+        default=None, metadata={"help": "self_training: the confidence a target prediction needs to become a label (default 0.9)."}
+    )
+    self_training_share: float | None = field(
+        default=None,
+        metadata={"help": "self_training: at most this share of each predicted class's target rows (its most confident) "
+                  "in a batch becomes labels, the same share for every class (default 0.5)."},
+    )
+    self_training_start: float | None = field(
+        default=None,
+        metadata={"help": "self_training: the share of the run trained on the source alone before pseudo-labels join "
+                  "(default 0.25)."},
+    )
+    self_training_ramp: float | None = field(
+        default=None, metadata={"help": "self_training: the share of the run over which their weight then rises to full (default 0.25)."}
+    )
+    self_training_teacher: str | None = field(
+        default=None,
+        metadata={"help": "self_training: who labels the target rows: model (its own predictions, the default) or ema "
+                  "(a moving average of its weights: steadier labels, one more forward pass of the target rows)."},
+    )
+    self_training_ema_decay: float | None = field(
+        default=None, metadata={"help": "self_training with --self_training_teacher ema: the average's decay per step (default 0.999)."}
+    )
     diagnostic_samples: int = field(
         default=500,
         metadata={"help": "Rows per domain for the proxy A-distance before and after training (0: no diagnostics)."},
@@ -62,10 +92,12 @@ class AdaptationArgs:
         if self.adaptation not in METHODS:
             raise HfTransferError(f"unknown --adaptation '{self.adaptation}'; choose one of {', '.join(METHODS)}")
         only_for = {
-            "adaptation_weight": ("dann", "coral", "mmd"), "warmup_gamma": ("dann", "coral", "mmd"), "domain_head_hidden": ("dann",),
+            "warmup_gamma": ("dann", "coral", "mmd"), "domain_head_hidden": ("dann",),
             "domain_head_lr_multiplier": ("dann",),
             "coral_means": ("coral",), "mmd_kernels": ("mmd",), "mmd_kernel_multiplier": ("mmd",),
             "domain_norm_blocks": ("domain_norm",),
+            "adaptation_weight": ("dann", "coral", "mmd", "self_training"),
+            **{f"self_training_{name}": ("self_training",) for name in SELF_TRAINING_DEFAULTS},
         }
         for option, methods in only_for.items():
             if getattr(self, option) is not None and self.adaptation not in methods:
@@ -82,6 +114,21 @@ class AdaptationArgs:
                 raise HfTransferError(f"--{option} must be at least 1, got {value}")
         if self.mmd_kernel_multiplier is not None and not self.mmd_kernel_multiplier > 1:
             raise HfTransferError(f"--mmd_kernel_multiplier must be > 1, got {self.mmd_kernel_multiplier}")
+        for option, low, high, closed in (("threshold", 0.0, 1.0, "(0, 1]"), ("share", 0.0, 1.0, "(0, 1]")):
+            value = getattr(self, f"self_training_{option}")
+            if value is not None and not low < value <= high:
+                raise HfTransferError(f"--self_training_{option} must be in {closed}, got {value}")
+        if self.self_training_start is not None and not 0 <= self.self_training_start < 1:
+            raise HfTransferError(f"--self_training_start is a share of the run, in [0, 1), got {self.self_training_start}")
+        if self.self_training_ramp is not None and not 0 <= self.self_training_ramp <= 1:
+            raise HfTransferError(f"--self_training_ramp is a share of the run, in [0, 1], got {self.self_training_ramp}")
+        if self.self_training_teacher is not None and self.self_training_teacher not in TEACHERS:
+            raise HfTransferError(f"unknown --self_training_teacher '{self.self_training_teacher}'; choose model or ema")
+        if self.self_training_ema_decay is not None:
+            if self.self_training_teacher != "ema":
+                raise HfTransferError("--self_training_ema_decay applies to --self_training_teacher ema")
+            if not 0 < self.self_training_ema_decay < 1:
+                raise HfTransferError(f"--self_training_ema_decay must be in (0, 1), got {self.self_training_ema_decay}")
         if self.diagnostic_samples < 0:
             raise HfTransferError(f"--diagnostic_samples must be >= 0, got {self.diagnostic_samples}")
         if self.feature_views and not self.diagnostic_samples:
@@ -90,6 +137,11 @@ class AdaptationArgs:
     @property
     def weight(self) -> float:
         return DEFAULT_WEIGHTS.get(self.adaptation, 0.0) if self.adaptation_weight is None else self.adaptation_weight
+
+    def self_training(self, name: str):
+        """A --self_training_<name> option, or its default."""
+        value = getattr(self, f"self_training_{name}")
+        return SELF_TRAINING_DEFAULTS[name] if value is None else value
 
     @property
     def uses_target_in_training(self) -> bool:
@@ -195,7 +247,9 @@ def load_domain_adaptation_task(args: Args) -> TaskData:
         compute_metrics=compute_classification_metrics,
         report={**domains.report, "adaptation": options.adaptation,
                 "adaptation_weight": options.weight if options.adaptation in DEFAULT_WEIGHTS else None,
-                "target_per_source": options.target_per_source if options.uses_target_in_training else 0},
+                "target_per_source": options.target_per_source if options.uses_target_in_training else 0,
+                **({f"self_training_{name}": options.self_training(name) for name in SELF_TRAINING_DEFAULTS}
+                   if options.adaptation == "self_training" else {})},
         eval_splits=("validation", "test", "target"),
         extra={"target": domains.target, "padding": text_collator(data_args, tokenizer, mixed_precision=False)},
     )
@@ -242,13 +296,14 @@ def stand_in_target(plan):
     return shifted
 
 
-def build_objective(model, options: AdaptationArgs):
+def build_objective(model, options: AdaptationArgs, strategy: str = "full"):
     """The objective of `options.adaptation` for `model` (None for source_only)."""
     from hf_transfer.adaptation.objectives import (
         Coral,
         DomainAdversarial,
         DomainNormalisation,
         MultiKernelMMD,
+        SelfTraining,
         feature_width,
     )
 
@@ -264,6 +319,9 @@ def build_objective(model, options: AdaptationArgs):
                               gamma=gamma)
     if method == "domain_norm":
         return DomainNormalisation(model, blocks=options.domain_norm_blocks)
+    if method == "self_training":
+        return SelfTraining(model, options.weight, **{name: options.self_training(name) for name in SELF_TRAINING_DEFAULTS},
+                            every_parameter=strategy == "gradual")
     return None
 
 
@@ -274,7 +332,7 @@ def prepare_adaptation_model(model, args: Args):
     from hf_transfer.trainer import attach_objective
 
     model = apply_strategy(model, args.strategy)
-    objective = build_objective(model, args[AdaptationArgs])
+    objective = build_objective(model, args[AdaptationArgs], args.strategy.strategy)
     if objective is not None:
         attach_objective(model, args[AdaptationArgs].adaptation, objective)
     return model
@@ -338,6 +396,8 @@ METHOD_TEXT = {
     "mmd": "multi-kernel MMD (Long et al. 2015) between the source and target features",
     "domain_norm": "per-domain normalisation (AdaBN): the blocks' output LayerNorms use each domain's own statistics; "
                    "the target domain's are folded into the saved weights",
+    "self_training": "class-balanced self-training: confident predictions on the unlabelled target rows joined the "
+                     "source task's loss as labels",
 }
 
 
