@@ -67,7 +67,11 @@ ARMS = ("source_only", "dann", "coral", "mmd", "domain_norm")
 # DANN at weight 0.1: a sensitivity arm, not a selection (source validation cannot choose it: weight 1 passes the
 # check); reported beside DANN, never in its place. Extra arms run with the first seed only.
 EXTRA_ARMS = {"dapt": [], "dann_head10": ["--adaptation", "dann", "--domain_head_lr_multiplier", "10"],
-              "dann_w0.1": ["--adaptation", "dann", "--adaptation_weight", "0.1"]}
+              "dann_w0.1": ["--adaptation", "dann", "--adaptation_weight", "0.1"],
+              # Self-training at its defaults (threshold 0.9, share 0.5 per class, from a quarter of the run), and with
+              # the mean teacher: set without target labels, not yet run here.
+              "self_training": ["--adaptation", "self_training"],
+              "self_training_ema": ["--adaptation", "self_training", "--self_training_teacher", "ema"]}
 DECLARED_PAIR = ("books", "dvd")  # where CORAL's weight is fixed (without target labels)
 
 SETTINGS = {
