@@ -376,7 +376,8 @@ def test_a_task_folder_starts_the_text_recipe(finished_run, task_set, tmp_path, 
 
 
 @pytest.mark.parametrize("strategy", [[], ["--strategy", "lora", "--lora_r", "2"]], ids=["full", "lora"])
-def test_kill_and_resume_trains_the_same_weights_bitwise(tiny_text_model_dir, task_set, tmp_path, monkeypatch, strategy):
+def test_kill_and_resume_trains_the_same_weights_bitwise(tiny_text_model_dir, task_set, tmp_path, monkeypatch, capsys,
+                                                        strategy):
     from trainer_helpers import (
         assert_same_weights,
         keep_only_checkpoint,
@@ -390,6 +391,9 @@ def test_kill_and_resume_trains_the_same_weights_bitwise(tiny_text_model_dir, ta
                                       "--save_strategy", "steps", "--save_steps", "5", "--eval_strategy", "no", *strategy)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     multitask.main(argv(whole))
+    notes = [line for line in capsys.readouterr().out.splitlines() if "new classification head" in line]
+    # One note per task's new head, each naming its task (the regression task's head is a classification layer too).
+    assert [line.split(":")[1].strip() for line in notes] == ["task 'reviews'", "task 'topics'", "task 'scores'"], notes
     stop_runs_after(15, monkeypatch)
     multitask.main(argv(cut))
     monkeypatch.undo()

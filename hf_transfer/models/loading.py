@@ -156,9 +156,24 @@ def _without_load_report():
 
 
 def note(message: str) -> None:
-    """A one-line note on stdout, from the main process only (a launched run has one process per device)."""
+    """A one-line note on stdout, from the main process only (a launched run has one process per device), naming what
+    it is about when a run builds several models (`notes_about`)."""
     if os.environ.get("RANK", "0") == "0":
-        print(f"note: {message}", flush=True)
+        subject = _NOTE_SUBJECT.get()
+        print(f"note: {subject + ': ' if subject else ''}{message}", flush=True)
+
+
+_NOTE_SUBJECT: ContextVar[str | None] = ContextVar("note_subject", default=None)
+
+
+@contextmanager
+def notes_about(subject: str):
+    """Notes written inside name `subject` (a multitask run loads one model per task: `task 'cr': new head ...`)."""
+    token = _NOTE_SUBJECT.set(subject)
+    try:
+        yield
+    finally:
+        _NOTE_SUBJECT.reset(token)
 
 
 def _names(keys: list[str], limit: int = 6) -> str:

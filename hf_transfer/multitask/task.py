@@ -171,12 +171,14 @@ def check_best_metric(train_args, loaded: dict[str, TaskData]) -> None:
 def build_multitask_model(args: Args, data: TaskData, build_one: Callable[[Args, TaskData], Any]):
     """One model per task by `build_one`, each given the first one's encoder as soon as it is built (its own is freed
     before the next task's loads), in one MultitaskModel."""
+    from hf_transfer.models.loading import notes_about
     from hf_transfer.multitask.model import MultitaskModel, share_encoder
 
     options = args[MultitaskArgs]
     models = {}
     for spec in options.task_specs:
-        model = build_one(task_arguments(args, spec), data.extra["tasks"][spec.name])
+        with notes_about(f"task '{spec.name}'"):
+            model = build_one(task_arguments(args, spec), data.extra["tasks"][spec.name])
         if models:
             share_encoder(next(iter(models.values())), model)
         models[spec.name] = model
