@@ -18,6 +18,8 @@ alignment acts on exactly what the classifier reads.
   weight from step 0 collapsed them (source and target accuracy at chance on books->dvd at weight 1 for MMD); the
   task shapes the features first, the alignment joins as they form. `gamma` 0 turns the warm-up off (coefficient 1).
 - `domain_norm`: per-domain normalisation (AdaBN, Li et al. 2016, for LayerNorm models): see `DomainNormalisation`.
+- `self_training`: the target rows' confident predictions, class-balanced, join the task loss as labels (Zou et al.
+  2018), from the model itself or a mean teacher (Tarvainen & Valpola 2017): see `SelfTraining`.
 """
 from __future__ import annotations
 
