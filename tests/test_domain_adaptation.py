@@ -571,3 +571,30 @@ def test_killed_and_resumed_self_training_equals_the_uninterrupted_run(tiny_text
     got = load_file(out / "model.safetensors")
     assert not [k for k in expected if not torch.equal(got[k], expected[k])]
     assert _logged(out, "pseudo_label_share")[-5:] == shares[-5:]
+
+
+def test_pseudo_label_accuracy_is_logged_from_the_target_labels_which_never_reach_the_loss(tiny_text_model_dir, domains,
+                                                                                          tmp_path):
+    """The same run with the target's two labels swapped trains bitwise the same weights (the labels are read for the
+    log only), and every selected pseudo-label that was right becomes wrong: correct shares sum to the selected share."""
+    import csv
+
+    from safetensors.torch import load_file
+
+    with open(domains["target"]) as f:
+        rows = list(csv.DictReader(f))
+    swapped = {"negative": "positive", "positive": "negative"}
+    flipped = write_csv(tmp_path / "flipped.csv", [(r["text"], swapped[r["label"]]) for r in rows])
+    runs = {}
+    for name, target in (("true", domains["target"]), ("flipped", flipped)):
+        out = tmp_path / name
+        domain_adaptation.main(adaptation_argv(tiny_text_model_dir, {**domains, "target": target}, out, "--adaptation",
+                                               "self_training", "--self_training_threshold", "0.5",
+                                               "--self_training_start", "0", "--num_train_epochs", "2"))
+        runs[name] = out
+    a, b = load_file(runs["true"] / "model.safetensors"), load_file(runs["flipped"] / "model.safetensors")
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+    share = _logged(runs["true"], "pseudo_label_share")
+    right, flipped_right = _logged(runs["true"], "pseudo_label_correct_share"), _logged(runs["flipped"], "pseudo_label_correct_share")
+    assert len(share) == len(right) == 8 and min(share[1:]) > 0
+    assert all(math.isclose(r + f, s, abs_tol=1e-6) for r, f, s in zip(right, flipped_right, share)), (right, flipped_right, share)

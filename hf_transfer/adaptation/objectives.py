@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hf_transfer.data.domains import TARGET_TRUTH
 from hf_transfer.errors import HfTransferError
 from hf_transfer.layers import layer_groups, stack_groups, unwrap_model
 from hf_transfer.trainer import OBJECTIVES, Objective
@@ -400,10 +401,13 @@ class SelfTraining(Objective):
 
     The term: `weight` x `self_training_ramp` x the cross-entropy of the selected rows (`balanced_selection`) summed and
     divided by the batch's target rows, so a batch with few confident rows adds little. Logged: the share of target
-    rows selected, the share of the selected labelled as each class, and the coefficient.
+    rows selected (`pseudo_label_share`), the share of the selected labelled as each class, the coefficient, and, when
+    the target rows carry their true labels (`TARGET_TRUTH`, a labelled target scored transductively), the share of
+    target rows selected with the right label (`pseudo_label_correct_share`: over `pseudo_label_share`, the
+    pseudo-labels' accuracy). The true labels are read for that count only.
     """
 
-    inputs = (DOMAIN,)
+    inputs = (DOMAIN, TARGET_TRUTH)
 
     def __init__(self, model: nn.Module, weight: float = 1.0, threshold: float = 0.9, share: float = 0.5,
                  start: float = 0.25, ramp: float = 0.25, teacher: str = "model", ema_decay: float = 0.999,
@@ -469,9 +473,11 @@ class SelfTraining(Objective):
                 teacher = self._teacher_logits(target, step)
             self._pending = None
         zero = task_loss * 0.0
+        truth = taken.get(TARGET_TRUTH)
         if coefficient == 0.0 or not target.any():  # the same keys every step: the logs average them over steps
             return zero, {"self_training_coefficient": torch.tensor(coefficient), "pseudo_label_share": torch.tensor(0.0),
-                          **{f"pseudo_label_class_{label}": torch.tensor(0.0) for label in range(self.num_labels)}}
+                          **{f"pseudo_label_class_{label}": torch.tensor(0.0) for label in range(self.num_labels)},
+                          **({"pseudo_label_correct_share": torch.tensor(0.0)} if truth is not None else {})}
         logits = outputs.logits[target]
         source_of_labels = logits.detach() if self.teacher == "model" else teacher
         probabilities = torch.softmax(source_of_labels.float(), dim=-1)
@@ -484,4 +490,7 @@ class SelfTraining(Objective):
         counts = torch.bincount(labels[chosen], minlength=self.num_labels).float()
         for label in range(self.num_labels):
             logged[f"pseudo_label_class_{label}"] = counts[label] / counts.sum().clamp(min=1.0)
+        if truth is not None:
+            right = chosen & (labels == truth.to(labels.device)[target])
+            logged["pseudo_label_correct_share"] = right.float().mean().detach()
         return coefficient * self.weight * term, logged

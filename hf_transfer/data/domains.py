@@ -30,6 +30,9 @@ from hf_transfer.errors import HfTransferError
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # the label of a target row in a training batch: the task loss skips it
+# A labelled target's labels beside its rows in the training stream, for self-training's log of how many pseudo-labels
+# are right: a batch key of its own that the objective takes before the model sees the batch, never `labels`.
+TARGET_TRUTH = "target_truth"
 REVIEW_SUFFIX = ".review"
 _REVIEW_TEXT = re.compile(r"<review_text>\s*(.*?)\s*</review_text>", re.DOTALL)
 
@@ -217,7 +220,7 @@ def encode_target_labels(scored, column: str, names: list[str], name: str, ids: 
 
 
 def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int, keep_text: bool = False,
-                 stand_in_target: Callable[[list[str]], list[str]] | None = None) -> DomainData:
+                 stand_in_target: Callable[[list[str]], list[str]] | None = None, truth: bool = False) -> DomainData:
     """Read and check both domains, tokenise them, and give every source training row `paired` target rows.
 
     `keep_text`: the source's splits and the scored target keep their text column beside the token ids (the synthetic
@@ -225,6 +228,8 @@ def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int, keep_t
     `stand_in_target`: when no target data are named, the function that makes the target's texts from the source's
     training texts, in order (it checks them itself); its rows have no labels, so nothing scores the target unless
     --target_eval_file is given.
+    `truth`: when the target rows carry labels (and so are the scored set), the stream keeps them as `TARGET_TRUTH`,
+    for logging only (self-training's pseudo-label accuracy).
 
     Errors, one line each: an empty target set, source without labels (or rows without one), a target without the
     source's text column, target labels outside the source's label set, and the sentiment recipe's own checks.
@@ -275,17 +280,23 @@ def load_domains(args: DomainDataArgs, tokenizer, seed: int, paired: int, keep_t
                                   "(the source's label column); it is only for scoring")
     elif _labelled(target, columns.label):
         scored = target
+    truth_ids = None
     if scored is not None:
         if columns.text not in scored.column_names:
             raise HfTransferError(f"--target_eval_file has no '{columns.text}' column, the source's text column")
         source_ids = bool(args.class_names) and str(getattr(raw["train"].features[columns.label], "dtype", "")).startswith(("int", "uint"))
+        target_is_scored = scored is target
         scored = encode_target_labels(scored, columns.label, names, args.target_eval_file or _target_name(args), source_ids)
+        if truth and target_is_scored:  # the stream's rows, in its order
+            truth_ids = list(scored["labels"])
         if args.max_eval_samples is not None and args.max_eval_samples < len(scored):
             scored = scored.select(range(args.max_eval_samples))
-    stream = target.select_columns([columns.text])  # the training stream never carries the target's labels
+    stream = target.select_columns([columns.text])  # never the target's labels as `labels` (truth: a key of its own)
 
     data = tokenize_splits(data, tokenizer, columns, args.max_seq_length, keep_text)
     tokenised = tokenize_splits(DatasetDict({"stream": stream}), tokenizer, columns, args.max_seq_length)
+    if truth_ids is not None:
+        tokenised["stream"] = tokenised["stream"].add_column(TARGET_TRUTH, truth_ids)
     if scored is not None:
         data["target"] = tokenize_splits(DatasetDict({"target": scored.select_columns([columns.text, "labels"])}),
                                          tokenizer, columns, args.max_seq_length, keep_text)["target"]
@@ -319,7 +330,8 @@ class DomainBatchCollator:
     (`target_index`), with label -100 (the task loss skips them) and a `domain` tensor (0 source, 1 target).
 
     Evaluation rows (no `target_index`) keep their own `domain` column. Both domains are padded together, so the
-    model runs once per step on all rows (under DDP one forward per backward, as DDP expects).
+    model runs once per step on all rows (under DDP one forward per backward, as DDP expects). Target rows that carry
+    their true label (`TARGET_TRUTH`, for logging) give it as a batch key of that name, -100 on source rows.
     """
 
     def __init__(self, padding_collator, target) -> None:
@@ -329,21 +341,26 @@ class DomainBatchCollator:
     def __call__(self, features: list[dict]):
         import torch
 
-        rows, domains, targets = [], [], []
+        rows, domains, targets, truth = [], [], [], []
         for feature in features:
             feature = dict(feature)
             targets += feature.pop("target_index", None) or []
             domains.append(int(feature.pop("domain", 0)))
             rows.append(feature)
         for index in targets:
-            rows.append({**self.target_rows[int(index)], "labels": IGNORE_INDEX})
+            row = {**self.target_rows[int(index)], "labels": IGNORE_INDEX}
+            if TARGET_TRUTH in row:
+                truth.append(int(row.pop(TARGET_TRUTH)))
+            rows.append(row)
             domains.append(1)
         batch = self.pad(rows)
         batch["domain"] = torch.tensor(domains, dtype=torch.long)
+        if truth:
+            batch[TARGET_TRUTH] = torch.tensor([IGNORE_INDEX] * len(features) + truth, dtype=torch.long)
         return batch
 
 
-__all__ = ["DomainBatchCollator", "DomainData", "DomainDataArgs", "IGNORE_INDEX", "load_domains",
+__all__ = ["DomainBatchCollator", "DomainData", "DomainDataArgs", "IGNORE_INDEX", "TARGET_TRUTH", "load_domains",
            "pair_rows", "read_review_folder", "read_reviews", "with_domain"]
 
 

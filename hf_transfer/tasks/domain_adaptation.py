@@ -236,7 +236,8 @@ def load_domain_adaptation_task(args: Args) -> TaskData:
     rows_plan = without_training_shift(plan) if role == "target" else plan
     paired = options.target_per_source if options.uses_target_in_training else 0
     domains = load_domains(data_args, tokenizer, seed=args.training.seed, paired=paired, keep_text=rows_plan is not None,
-                           stand_in_target=stand_in_target(plan) if role == "target" else None)
+                           stand_in_target=stand_in_target(plan) if role == "target" else None,
+                           truth=options.adaptation == "self_training")
     config.id2label = dict(enumerate(domains.label_names))
     config.label2id = {name: i for i, name in enumerate(domains.label_names)}
     data = TaskData(
