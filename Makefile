@@ -71,6 +71,7 @@ bench: install
 	$(BIN)/python benchmarks/imdb_regression.py --jobs 2
 	$(BIN)/python benchmarks/serving_sst2.py
 	$(BIN)/python benchmarks/synthetic_shift.py
+	$(BIN)/python benchmarks/multitask_sentences.py --jobs 2
 	$(BIN)/python benchmarks/fewshot_pooling.py
 	test -x $(SETFIT_VENV)/bin/python || ($(PYTHON) -m venv $(SETFIT_VENV) && \
 	  $(SETFIT_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -r benchmarks/requirements-setfit.txt)

@@ -533,7 +533,8 @@ def test_each_recipes_loading_code_runs_on_its_folder(recipe_card, tmp_path, mon
 
 # --- data cards ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["amazon_multidomain", "cifar10", "multi30k", "embedded_reviews", "imdb", "sst2", "fsdd"])
+@pytest.mark.parametrize("name", ["amazon_multidomain", "cifar10", "multi30k", "embedded_reviews", "imdb", "sst2", "fsdd",
+                                  "sentence_tasks"])
 def test_data_cards_have_metadata(name):
     from huggingface_hub import DatasetCard
 
