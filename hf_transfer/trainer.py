@@ -470,6 +470,8 @@ class TransferTrainerMixin:
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:
+            self._stop_if_diverged(logs)
         # Each objective's terms beside the Trainer's `loss`: their means over the batches since the last log, over all processes.
         if self._objective_logs and "loss" in logs:
             means = torch.stack([torch.stack(v).mean() for v in self._objective_logs.values()]).to(self.args.device)
@@ -477,6 +479,18 @@ class TransferTrainerMixin:
             logs = {**logs, **{k: round(float(m), 6) for k, m in zip(self._objective_logs, means)}}
             self._objective_logs = {}
         super().log(logs, *args, **kwargs)
+
+    def _stop_if_diverged(self, logs: dict) -> None:
+        """Stop a run whose trainable weights are no longer finite. The Trainer by default logs a non-finite loss as the
+        mean of the finite ones (`logging_nan_inf_filter`) and keeps stepping: such a run "finishes" with NaN weights
+        and chance accuracy (a wav2vec2 from scratch at lr 1e-3 in bf16 did). Every process holds the same weights, so
+        all stop at the same log; the checkpoints saved before stay, for a resume with other options."""
+        broken = next((name for name, p in self.model.named_parameters() if p.requires_grad
+                       and not torch.isfinite(p.detach()).all()), None)
+        if broken is not None:
+            raise HfTransferError(
+                f"training diverged by step {self.state.global_step}: weights are not finite ({broken}; gradient norm "
+                f"{logs.get('grad_norm')}); lower --learning_rate, raise --warmup_steps, or train in fp32 (--bf16 false)")
 
     def save_model(self, output_dir=None, _internal_call=False):
         objectives = model_objectives(self.model)

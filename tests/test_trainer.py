@@ -124,6 +124,26 @@ def test_accumulating_two_batches_of_4_trains_as_one_batch_of_8(tokenizer, train
     assert worst < 1e-5, worst
 
 
+def test_a_run_whose_weights_turn_nan_stops_with_one_line(tokenizer, train_set, tmp_path):
+    # The stock Trainer would log the mean of the finite losses and train on to the end with NaN weights.
+    from hf_transfer.errors import HfTransferError
+
+    class Poison(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 3:
+                with torch.no_grad():
+                    model.classifier.weight[0, 0] = float("nan")
+
+    trainer = make_trainer(tokenizer, train_set, tmp_path / "nan", StrategyArgs())
+    trainer.add_callback(Poison())
+    with pytest.raises(HfTransferError, match=r"training diverged by step 3: weights are not finite \(classifier.weight"):
+        trainer.train()
+    assert trainer.state.global_step == 3
+    healthy = make_trainer(tokenizer, train_set, tmp_path / "ok", StrategyArgs())
+    healthy.train()  # and a finite run is not stopped
+    assert healthy.state.global_step == 12
+
+
 def test_frozen_groups_stay_bitwise_equal_and_never_enter_the_optimizer(tokenizer, train_set, tmp_path):
     strategy = StrategyArgs(strategy="freeze", freeze_bottom=1, layer_lr_decay=0.9)
     trainer = make_trainer(tokenizer, train_set, tmp_path, strategy)
