@@ -36,6 +36,7 @@ time. Results: benchmarks/results/fewshot_setfit.json (runs, summary, headline) 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -43,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import paths
@@ -294,18 +294,8 @@ def main() -> None:
         paths.write_results(RESULTS, results)
         TABLE.write_text(markdown(results))
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(run, arm, train, test, WORK / "runs" / key, args.model, args.setfit_python): key
-                   for key, arm, train, test in plan}
-        for future in as_completed(futures):
-            key = futures[future]
-            try:
-                result = future.result()
-            except RuntimeError as error:  # not recorded: a later call runs it again
-                print(f"{time.strftime('%H:%M:%S')} {key}: {error}", flush=True)
-                continue
-            print(f"{time.strftime('%H:%M:%S')} {key}: {result}", flush=True)
-            record(key, result)
+    paths.run_jobs({key: functools.partial(run, arm, train, test, WORK / "runs" / key, args.model, args.setfit_python)
+                    for key, arm, train, test in plan}, args.jobs, record)
     print(TABLE.read_text() if TABLE.exists() else "nothing to run")
 
 

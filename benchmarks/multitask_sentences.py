@@ -29,6 +29,7 @@ folder). Finished runs are reused, so an interrupted benchmark continues where i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import paths
@@ -298,17 +298,7 @@ def main() -> None:
                                  "sst2_rows": SST2_ROWS, "mpqa_held_out": MPQA_HELD_OUT})
         paths.write_results(RESULTS, results)
 
-    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
-        futures = {pool.submit(run, command, out): key for key, command, out in jobs}
-        for future in as_completed(futures):
-            key = futures[future]
-            try:
-                result = future.result()
-            except RuntimeError as error:  # not recorded: a later call runs it again
-                print(f"{time.strftime('%H:%M:%S')} {key}: {error}", flush=True)
-                continue
-            print(f"{time.strftime('%H:%M:%S')} {key}: {result}", flush=True)
-            record(key, result)
+    paths.run_jobs({key: functools.partial(run, command, out) for key, command, out in jobs}, options.jobs, record)
     if "headline" in results:
         paths.print_headline(results)
         print(json.dumps(results["summary"], indent=1))

@@ -31,3 +31,23 @@ def print_headline(results: dict) -> None:
         value = "not measured" if figure["value"] is None else f"{figure['value']:.3f}"
         spread = f" ± {figure['spread']:.3f}" if figure.get("spread") is not None else ""
         print(f"{figure['id']}: {value}{spread} {figure['unit']} (reference {figure['reference']:.3g})")
+
+
+def run_jobs(jobs: dict, workers: int, record) -> None:
+    """Each job (key -> a call returning its result) on a pool of `workers` threads, each result passed to
+    `record(key, result)` as it finishes. A job that raises RuntimeError (a failed run) is printed and not recorded, so
+    the next call of the script runs it again."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(call): key for key, call in jobs.items()}
+        for future in as_completed(futures):
+            key = futures[future]
+            try:
+                result = future.result()
+            except RuntimeError as error:
+                print(f"{time.strftime('%H:%M:%S')} {key}: {error}", flush=True)
+                continue
+            print(f"{time.strftime('%H:%M:%S')} {key}: {result}", flush=True)
+            record(key, result)
