@@ -445,12 +445,11 @@ class SelfTraining(Objective):
             self._pending = (model, batch)  # the teacher reads this batch's target rows in `loss`
         return contextlib.nullcontext()
 
-    def _teacher_logits(self, target: torch.Tensor, step: int) -> torch.Tensor:
+    def _teacher_logits(self, target: torch.Tensor) -> torch.Tensor:
         from torch.func import functional_call
 
-        model, batch = self._pending
+        model, batch = self._pending  # the average already holds this step's weights (`loss` folds them in first)
         inner = unwrap_model(model)
-        self._average(inner, step)
         inputs = {k: v[target] for k, v in batch.items() if k != "labels" and torch.is_tensor(v) and len(v) == len(target)}
         parameters = dict(inner.named_parameters())
         weights = {name: getattr(self, f"ema_{i}").to(parameters[name].dtype) for i, name in enumerate(self.names)}
@@ -470,7 +469,7 @@ class SelfTraining(Objective):
             if self._pending is not None:
                 self._average(unwrap_model(self._pending[0]), step)  # every step, pseudo-labels or not
             if coefficient > 0 and target.any():
-                teacher = self._teacher_logits(target, step)
+                teacher = self._teacher_logits(target)
             self._pending = None
         zero = task_loss * 0.0
         truth = taken.get(TARGET_TRUTH)
