@@ -290,20 +290,20 @@ def model_objectives(model: nn.Module) -> dict[str, Objective]:
 
 
 def save_objectives(model: nn.Module, folder: str) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
-    holder = getattr(unwrap_model(model), OBJECTIVES)
-    save_file({k: v.detach().cpu().contiguous() for k, v in holder.state_dict().items()}, str(Path(folder) / OBJECTIVES_FILE))
+    # safetensors' save_model writes a tensor two names share once (a masked-LM head's tied bias); load_model restores both.
+    save_model(getattr(unwrap_model(model), OBJECTIVES), str(Path(folder) / OBJECTIVES_FILE))
 
 
 def load_objectives(model: nn.Module, folder: str) -> None:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     path = Path(folder) / OBJECTIVES_FILE
     if not path.is_file():
         raise HfTransferError(f"checkpoint {folder} has no {OBJECTIVES_FILE}: it was not written by a run with these "
                               "objectives; resume with the options it was made with")
-    getattr(unwrap_model(model), OBJECTIVES).load_state_dict(load_file(str(path)))
+    load_model(getattr(unwrap_model(model), OBJECTIVES), str(path))
 
 
 def has_objective_weights(model) -> bool:

@@ -76,12 +76,14 @@ def test_audio_classification_on_two_cpu_processes(tmp_path):
     assert math.isfinite(metrics["train_loss"]) and (tmp_path / "out" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("method", ["dann", "self_training"])
+@pytest.mark.parametrize("method", ["dann", "self_training", "mlm"])
 def test_domain_adaptation_on_two_cpu_processes_matches_one_process(tiny_text_model_dir, tmp_path, method):
     """DANN's domain head lives in the model, so DDP all-reduces it with the encoder; its reversal coefficient is a
     function of the step. Two processes at 4 + 4 rows and one at 8 see the same source and target rows per step, so
     they train the same model. Self-training selects pseudo-labels per batch, so one process takes the two batches of
-    4 as gradient-accumulation steps; its mean teacher is updated once per optimizer step in both."""
+    4 as gradient-accumulation steps; its mean teacher is updated once per optimizer step in both. The masked-LM
+    objective masks each batch's target rows from those rows' keys: again two batches of 4 in both runs, and its
+    head warm-up (a new head) is a function of the step."""
     import shutil
 
     from adaptation_helpers import adaptation_argv, write_domains
@@ -102,6 +104,9 @@ def test_domain_adaptation_on_two_cpu_processes_matches_one_process(tiny_text_mo
         common += ["--self_training_teacher", "ema", "--self_training_ema_decay", "0.5", "--self_training_threshold",
                    "0.5", "--self_training_start", "0"]
         single = ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2"]
+    if method == "mlm":
+        common += ["--mlm_head_warmup_steps", "2", "--mlm_probability", "0.3"]
+        single = ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2"]
     launch("cpu_2proc.yaml", REPO / "recipes" / "domain_adaptation.py",
            adaptation_argv(model, domains, tmp_path / "ddp", *common, "--per_device_train_batch_size", "4"), tmp_path)
     two = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
@@ -110,6 +115,11 @@ def test_domain_adaptation_on_two_cpu_processes_matches_one_process(tiny_text_mo
     assert two["world_size"] == 2 and one["world_size"] == 1 and two["global_step"] == one["global_step"] == 8
     if method == "dann":
         assert 1.0 < two["train_loss"] < 2.0, two["train_loss"]  # task (~ln 2) + domain loss (~ln 2)
+    elif method == "mlm":  # the same masks: the same masked-LM loss at every step, warm-up and after
+        losses = [[e["mlm_loss"] for e in json.loads((tmp_path / run / "log_history.json").read_text()) if "mlm_loss" in e]
+                  for run in ("ddp", "single")]
+        assert len(losses[0]) == 8 and all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(*losses)), losses
+        assert two["mlm_head_warmup_steps"] == one["mlm_head_warmup_steps"] == 2
     else:  # every step after the first had pseudo-labels, the same in both runs
         shares = [[e["pseudo_label_share"] for e in json.loads((tmp_path / run / "log_history.json").read_text())
                    if "pseudo_label_share" in e] for run in ("ddp", "single")]

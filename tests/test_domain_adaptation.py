@@ -213,9 +213,18 @@ def test_killed_and_resumed_dann_run_equals_the_uninterrupted_run(tiny_text_mode
     (None, ["--adaptation", "mmd", "--self_training_share", "0.3"], "--self_training_share applies to --adaptation self_training"),
     (None, ["--adaptation", "self_training", "--self_training_ema_decay", "0.9"], "applies to --self_training_teacher ema"),
     (None, ["--adaptation", "self_training", "--self_training_teacher", "twin"], "unknown --self_training_teacher 'twin'"),
+    (None, ["--adaptation", "mlm+bogus"], "unknown --adaptation 'mlm+bogus'"),
+    (None, ["--adaptation", "mlm+mlm"], "a combination joins different methods, without source_only"),
+    (None, ["--adaptation", "source_only+mlm"], "a combination joins different methods, without source_only"),
+    (None, ["--adaptation", "mlm+self_training", "--adaptation_weight", "0.5"], "runs each method at its default weight"),
+    (None, ["--adaptation", "mmd", "--mlm_probability", "0.2"], "--mlm_probability applies to --adaptation mlm"),
+    (None, ["--adaptation", "mlm", "--mlm_probability", "1"], "--mlm_probability must be in (0, 1)"),
+    (None, ["--adaptation", "mlm", "--mlm_head_warmup_steps", "soon"], "--mlm_head_warmup_steps takes a number"),
 ], ids=["empty target", "source without labels", "different text columns", "unknown method", "negative weight",
         "target is the source", "target labels of another set", "threshold 0", "start at the end", "option of another method",
-        "decay without the average", "unknown teacher"])
+        "decay without the average", "unknown teacher", "unknown method in a combination", "a method twice",
+        "the reference in a combination", "one weight for a combination", "masking without mlm", "masking everything",
+        "warm-up not a number"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tiny_text_model_dir, domains, tmp_path, monkeypatch, capsys,
                                                           file, extra, message):
     files = dict(domains)
@@ -597,3 +606,132 @@ def test_pseudo_label_accuracy_is_logged_from_the_target_labels_which_never_reac
     right, flipped_right = _logged(runs["true"], "pseudo_label_correct_share"), _logged(runs["flipped"], "pseudo_label_correct_share")
     assert len(share) == len(right) == 8 and min(share[1:]) > 0
     assert all(math.isclose(r + f, s, abs_tol=1e-6) for r, f, s in zip(right, flipped_right, share)), (right, flipped_right, share)
+
+
+# --- the masked-LM objective on the target text (UDALM) ---
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+def test_the_masked_lm_objective_is_the_architectures_own_head_on_the_classifiers_encoder(arch):
+    """The objective's term is `weight` x the loss transformers' own masked-LM model computes with the classifier's
+    encoder weights and the objective's head; its decoder is the classifier's word embeddings; in the head warm-up
+    no gradient of it reaches the encoder (nor the tied embeddings), after it every encoder weight gets one."""
+    import transformers as T
+    from conftest import tiny_config
+
+    from hf_transfer.adaptation import TargetMaskedLM
+    from hf_transfer.data.domains import MASKED_TARGET
+
+    classifier = tiny_model(arch, seed=0)
+    torch.manual_seed(1)
+    objective = TargetMaskedLM(classifier, T.AutoModelForMaskedLM.from_config(tiny_config(arch)), weight=2.0,
+                               warmup=lambda max_steps: 3)
+    attach_objective(classifier, "mlm", objective)
+    assert objective.head and not any(n.startswith(classifier.base_model_prefix) for n, _ in objective.named_parameters())
+    embeddings = classifier.get_input_embeddings().weight
+    assert any(p is embeddings for p in objective._runner[0].get_output_embeddings().parameters())
+
+    g = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, 128, (3, 9), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[2, 6:] = 0
+    labels = torch.full_like(input_ids, -100)
+    labels[0, 2], labels[1, 4], labels[2, 1], labels[2, 3] = 7, 9, 11, 13
+    taken = {DOMAIN: torch.tensor([0, 1, 1, 1]), **dict(zip(MASKED_TARGET, (input_ids, attention_mask, labels)))}
+    outputs = classifier(input_ids=input_ids[:1])  # the classifier's own forward (only its device is read)
+
+    reference = T.AutoModelForMaskedLM.from_config(tiny_config(arch)).eval()
+    prefix = reference.base_model_prefix
+    state = {f"{prefix}.{k}": v for k, v in classifier.base_model.state_dict().items()}
+    state |= {k.removeprefix("head."): v for k, v in objective.state_dict().items()}
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    assert not [k for k in missing if "decoder" not in k and "vocab_projector" not in k], missing
+    with torch.no_grad():
+        reference.get_output_embeddings().weight.copy_(embeddings)
+        expected = reference(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    classifier.eval()
+    for step, warming in ((0, True), (3, False)):
+        classifier.zero_grad(set_to_none=True)
+        term, logged = objective.loss(taken, outputs, torch.tensor(0.0), step=step, max_steps=10)
+        assert torch.allclose(term, 2.0 * expected, atol=1e-5), (term, expected)
+        assert logged["mlm_head_warming"] == float(warming) and torch.isclose(logged["mlm_loss"], expected, atol=1e-5)
+        term.backward()
+        encoder = {n: p.grad for n, p in classifier.base_model.named_parameters()}
+        reached = [n for n, grad in encoder.items() if grad is not None and grad.abs().sum() > 0]
+        head = [p.grad for p in objective.parameters() if p is not embeddings]
+        assert all(grad is not None and grad.abs().sum() > 0 for grad in head[:2])
+        if warming:
+            assert reached == [], reached
+        else:
+            assert embeddings.grad is not None and len(reached) > len(encoder) // 2, (len(reached), len(encoder))
+
+
+def test_target_masks_are_keyed_by_the_target_rows_the_seed_and_the_epoch(tmp_path):
+    """The masks of the batch's target rows depend on those rows, the seed and the epoch only: the same target rows
+    are masked alike behind other source rows, and differently in another epoch or with another seed; a masked
+    position's label is the token it hides, every other label -100, and [CLS]/[SEP] are never masked."""
+    import datasets
+    from conftest import make_tokenizer
+    from transformers import DataCollatorWithPadding
+
+    from hf_transfer.data.domains import MASKED_TARGET, DomainBatchCollator
+    from hf_transfer.data.mlm import RowKeyedMasking
+    from hf_transfer.data.randomness import TARGET_MASK_STREAM, TrainingEpoch
+
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    words = "the movie was great and the book was bad and it was not good".split()
+    texts = [" ".join(words[i:] + words[:i]) for i in range(6)]
+    target = datasets.Dataset.from_list([dict(tokenizer(t)) for t in texts])
+    source = [{**tokenizer(t), "labels": i % 2} for i, t in enumerate(texts[:4])]
+
+    def masked(sources, indices, seed=5, epoch_number=0):
+        epoch = TrainingEpoch()
+        epoch.set(epoch_number)
+        collate = DomainBatchCollator(DataCollatorWithPadding(tokenizer), target,
+                                      RowKeyedMasking(tokenizer, 0.3, seed=seed, stream=TARGET_MASK_STREAM, epoch=epoch))
+        batch = collate([{**row, "target_index": [index]} for row, index in zip(sources, indices)])
+        return [batch[key] for key in MASKED_TARGET]
+
+    first = masked(source[:2], [2, 4])
+    ids, attention, labels = first
+    original = torch.tensor([target[2]["input_ids"], target[4]["input_ids"]])
+    hidden = labels != -100
+    assert hidden.any() and torch.equal(labels[hidden], original[hidden]) and torch.equal(ids[~hidden], original[~hidden])
+    assert not hidden[:, 0].any() and not hidden[:, -1].any() and attention.all()
+    assert (ids[hidden] == tokenizer.mask_token_id).float().mean() > 0.5  # most hidden tokens are [MASK] (80%)
+    assert all(torch.equal(a, b) for a, b in zip(first, masked(source[2:], [2, 4])))
+    assert not torch.equal(labels, masked(source[:2], [2, 4], epoch_number=1)[2])
+    assert not torch.equal(labels, masked(source[:2], [2, 4], seed=6)[2])
+
+
+def test_killed_and_resumed_masked_lm_run_equals_the_uninterrupted_run_and_saves_a_plain_classifier(
+        tiny_text_model_dir, domains, tmp_path):
+    """mlm with self-training (two objectives in one run), the head warm-up ending after the checkpoint the resume
+    starts from: the resumed run masks, warms up and trains as the uninterrupted one, bitwise. The checkpoint keeps the
+    masked-LM head; the saved classifier has none of it and loads with nothing missing or left over."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "run"
+    argv = adaptation_argv(tiny_text_model_dir, domains, out, "--adaptation", "mlm+self_training", "--num_train_epochs",
+                           "2", "--self_training_threshold", "0.5", "--mlm_head_warmup_steps", "4", "--mlm_probability",
+                           "0.3", "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "5")
+    whole = domain_adaptation.main(argv)
+    assert whole["global_step"] == 8 and whole["mlm_head_warmup_steps"] == 4 and whole["mlm_head_was_missing"]
+    assert whole["adaptation_weights"] == {"mlm": 1.0, "self_training": 1.0} and whole["mlm_probability"] == 0.3
+    assert _logged(out, "mlm_head_warming") == [1.0] * 4 + [0.0] * 4
+    losses = _logged(out, "mlm_loss")
+    assert whole["mlm_loss_first"] == losses[0] and whole["mlm_loss_at_handover"] == losses[3] and whole["mlm_loss_last"] == losses[-1]
+    expected = load_file(out / "model.safetensors")
+    assert not [k for k in expected if "predictions" in k or OBJECTIVES in k]
+    _, info = AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    head = load_file(out / "checkpoint-3" / OBJECTIVES_FILE)
+    assert "mlm.head.cls.predictions.transform.dense.weight" in head
+    for folder in ("checkpoint-6", "checkpoint-8"):
+        shutil.rmtree(out / folder)  # a kill right after checkpoint-3
+    (out / "metrics.json").unlink()
+    resumed = domain_adaptation.main(argv + ["--resume_from_checkpoint", "last"])
+    assert resumed["resumed_from_step"] == 3 and resumed["global_step"] == 8
+    got = load_file(out / "model.safetensors")
+    assert not [k for k in expected if not torch.equal(got[k], expected[k])]
+    assert _logged(out, "mlm_loss")[-5:] == losses[-5:]

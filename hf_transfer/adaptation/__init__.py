@@ -13,6 +13,7 @@ from hf_transfer.adaptation.objectives import (
     FeatureTap,
     MultiKernelMMD,
     SelfTraining,
+    TargetMaskedLM,
     balanced_selection,
     block_output_norms,
     coral_loss,
@@ -20,10 +21,11 @@ from hf_transfer.adaptation.objectives import (
     mmd_loss,
     reverse_gradient,
     self_training_ramp,
+    shared_masked_lm,
 )
 
 __all__ = [
     "DOMAIN", "Coral", "DomainAdversarial", "DomainNormalisation", "FeatureTap",
-    "MultiKernelMMD", "SelfTraining", "balanced_selection", "block_output_norms", "coral_loss", "dann_coefficient",
-    "mmd_loss", "reverse_gradient", "self_training_ramp",
+    "MultiKernelMMD", "SelfTraining", "TargetMaskedLM", "balanced_selection", "block_output_norms", "coral_loss",
+    "dann_coefficient", "mmd_loss", "reverse_gradient", "self_training_ramp", "shared_masked_lm",
 ]

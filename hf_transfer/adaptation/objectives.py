@@ -20,17 +20,21 @@ alignment acts on exactly what the classifier reads.
 - `domain_norm`: per-domain normalisation (AdaBN, Li et al. 2016, for LayerNorm models): see `DomainNormalisation`.
 - `self_training`: the target rows' confident predictions, class-balanced, join the task loss as labels (Zou et al.
   2018), from the model itself or a mean teacher (Tarvainen & Valpola 2017): see `SelfTraining`.
+- `mlm`: the target rows' masked-LM loss joins the source task's (UDALM, Karouzos et al. 2021), through the
+  architecture's own masked-LM head on the classifier's encoder: see `TargetMaskedLM`.
+Several methods can join one run (`--adaptation mlm+self_training`): each is an objective of its own, and their terms add.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hf_transfer.data.domains import TARGET_TRUTH
+from hf_transfer.data.domains import MASKED_TARGET, TARGET_TRUTH
 from hf_transfer.errors import HfTransferError
 from hf_transfer.layers import layer_groups, stack_groups, unwrap_model
 from hf_transfer.trainer import OBJECTIVES, Objective
@@ -493,3 +497,82 @@ class SelfTraining(Objective):
             right = chosen & (labels == truth.to(labels.device)[target])
             logged["pseudo_label_correct_share"] = right.float().mean().detach()
         return coefficient * self.weight * term, logged
+
+
+# --- a masked-LM objective on the target text ---
+
+def shared_masked_lm(model: nn.Module, masked_lm: nn.Module) -> nn.Module:
+    """`masked_lm` (an AutoModelForMaskedLM of the classifier's architecture) running on the classifier's own encoder:
+    its encoder is replaced by the classifier's and its decoder tied to the classifier's word embeddings, so its
+    forward is the architecture's own (BERT's `cls.predictions`, RoBERTa's `lm_head`, DistilBERT's `vocab_*` layers)
+    and every gradient of the masked-LM loss reaches the one encoder the classifier uses."""
+    inner = unwrap_model(model)
+    prefix = masked_lm.base_model_prefix
+    if prefix != inner.base_model_prefix or type(getattr(masked_lm, prefix)) is not type(inner.base_model):
+        raise HfTransferError(f"the masked-LM model ({type(masked_lm).__name__}) does not share the classifier's "
+                              f"encoder ({type(inner.base_model).__name__}): the masked-LM objective needs both from one "
+                              "architecture")
+    masked_lm._modules[prefix] = inner.base_model
+    output = masked_lm.get_output_embeddings()
+    if output is None:
+        raise HfTransferError(f"{type(masked_lm).__name__} has no output embeddings to tie to the word embeddings")
+    output.weight = inner.get_input_embeddings().weight  # the decoder reads the classifier's (trained) embeddings
+    return masked_lm
+
+
+class TargetMaskedLM(Objective):
+    """UDALM (Karouzos et al. 2021): the masked-LM loss of the batch's target rows, added to the source task's loss, so
+    the encoder keeps modelling the target's language while it learns the task from the source.
+
+    The target rows arrive masked under the `MASKED_TARGET` keys (the collator's `RowKeyedMasking`, keyed by each
+    row's index in the target: a resumed run and any number of processes mask alike) and run through the encoder a
+    second time, into the architecture's masked-LM head (`shared_masked_lm`). The head's own layers are this
+    objective's parameters (trained, checkpointed, left out of the saved classifier); its decoder is the classifier's
+    word embeddings, tied.
+
+    A checkpoint without a masked-LM head (a sentence-embedding model) gives a random head. For the first
+    `warmup(max_steps)` optimizer steps the head's own layers then learn alone: the encoder's weights (the word
+    embeddings, which are the decoder's too, among them) enter the masked-LM forward detached, so a random head's first
+    gradients do not reach them (the source task trains them meanwhile as usual); after the hand-over the masked-LM
+    loss trains the encoder too. The warm-up is a pure function of the step: nothing to save for a resume.
+    Logged: `mlm_loss` (per predicted token) and `mlm_head_warming` (1 during the warm-up).
+    """
+
+    inputs = (DOMAIN, *MASKED_TARGET)
+
+    def __init__(self, model: nn.Module, masked_lm: nn.Module, weight: float = 1.0,
+                 warmup: Callable[[int], int] | None = None, head_was_missing: bool = False) -> None:
+        super().__init__()
+        runner = shared_masked_lm(model, masked_lm)
+        prefix = runner.base_model_prefix
+        # The head's layers are this objective's; the encoder (and the tied decoder weight) stay the classifier's.
+        self.head = nn.ModuleDict({name: child for name, child in runner.named_children() if name != prefix})
+        self._runner = (runner,)  # a tuple: the encoder inside is not registered here a second time
+        self.weight, self.warmup, self.head_was_missing = weight, warmup or (lambda max_steps: 0), head_was_missing
+
+    def warmup_steps(self, max_steps: int) -> int:
+        return min(self.warmup(max_steps), max_steps)
+
+    def loss(self, taken, outputs, task_loss, step, max_steps):
+        input_ids, attention_mask, labels = (taken.get(key) for key in MASKED_TARGET)
+        warming = step < self.warmup_steps(max_steps)
+        logged = {"mlm_head_warming": torch.tensor(float(warming))}
+        if input_ids is None or not (labels != -100).any():  # no target row, or nothing masked in it
+            return task_loss * 0.0, {"mlm_loss": torch.tensor(0.0), **logged}
+        runner = self._runner[0]
+        device = outputs.logits.device
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+        if warming:  # the encoder's weights (and the decoder tied to its embeddings) enter detached: only the head learns
+            from torch.func import functional_call
+
+            encoder = f"{runner.base_model_prefix}."
+            frozen = {name: p.detach() for name, p in runner.named_parameters() if name.startswith(encoder)}
+            logits = functional_call(runner, frozen, args=(), kwargs=inputs, strict=False).logits
+        else:
+            logits = runner(**inputs).logits
+        labels = labels.to(device)
+        # Summed over the predicted tokens and divided by their count: a batch's loss per masked token (the
+        # architecture's own loss is a mean that turns NaN when nothing is masked).
+        value = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+        value = value / (labels != -100).sum()
+        return self.weight * value, {"mlm_loss": value.detach(), **logged}

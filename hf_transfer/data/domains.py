@@ -33,6 +33,9 @@ IGNORE_INDEX = -100  # the label of a target row in a training batch: the task l
 # A labelled target's labels beside its rows in the training stream, for self-training's log of how many pseudo-labels
 # are right: a batch key of its own that the objective takes before the model sees the batch, never `labels`.
 TARGET_TRUTH = "target_truth"
+# The training batch's target rows again, masked for the masked-LM objective (`DomainBatchCollator`'s `masking`):
+# their input ids, attention mask and labels (-100 where nothing is predicted), one row per target row.
+MASKED_TARGET = ("masked_target_input_ids", "masked_target_attention_mask", "masked_target_labels")
 REVIEW_SUFFIX = ".review"
 _REVIEW_TEXT = re.compile(r"<review_text>\s*(.*?)\s*</review_text>", re.DOTALL)
 
@@ -331,12 +334,15 @@ class DomainBatchCollator:
 
     Evaluation rows (no `target_index`) keep their own `domain` column. Both domains are padded together, so the
     model runs once per step on all rows (under DDP one forward per backward, as DDP expects). Target rows that carry
-    their true label (`TARGET_TRUTH`, for logging) give it as a batch key of that name, -100 on source rows.
+    their true label (`TARGET_TRUTH`, for logging) give it as a batch key of that name, -100 on source rows. With
+    `masking` (a `RowKeyedMasking`), the target rows also come masked under the `MASKED_TARGET` keys, their masks keyed
+    by each row's index in the target.
     """
 
-    def __init__(self, padding_collator, target) -> None:
+    def __init__(self, padding_collator, target, masking=None) -> None:
         self.pad = padding_collator
         self.target_rows = target.to_list()  # random access by index, without a datasets lookup per row
+        self.masking = masking
 
     def __call__(self, features: list[dict]):
         import torch
@@ -357,10 +363,14 @@ class DomainBatchCollator:
         batch["domain"] = torch.tensor(domains, dtype=torch.long)
         if truth:
             batch[TARGET_TRUTH] = torch.tensor([IGNORE_INDEX] * len(features) + truth, dtype=torch.long)
+        if self.masking is not None and targets:
+            masked = self.masking([{"input_ids": self.target_rows[int(i)]["input_ids"]} for i in targets],
+                                  [int(i) for i in targets])
+            batch.update(zip(MASKED_TARGET, (masked["input_ids"], masked["attention_mask"], masked["labels"])))
         return batch
 
 
-__all__ = ["DomainBatchCollator", "DomainData", "DomainDataArgs", "IGNORE_INDEX", "TARGET_TRUTH", "load_domains",
+__all__ = ["DomainBatchCollator", "DomainData", "DomainDataArgs", "IGNORE_INDEX", "MASKED_TARGET", "TARGET_TRUTH", "load_domains",
            "pair_rows", "read_review_folder", "read_reviews", "with_domain"]
 
 

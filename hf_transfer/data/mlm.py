@@ -148,33 +148,51 @@ def _mask_once(dataset, tokenizer, args: MaskedLMDataArgs, seed: int):
     return dataset.map(mask, batched=True, batch_size=256, remove_columns=dataset.column_names, desc="Masking held-out text")
 
 
-class MaskedLMCollator:
-    """Masks training batches on the fly; pads already-masked evaluation batches as they are (labels padded with -100).
+class RowKeyedMasking:
+    """Masks tokenised rows for masked-LM training with draws keyed by the rows' own generators (`RowRandom`: the run's
+    seed, the epoch, the row's number, the stream), not by the process's global stream: a resumed run skips the batches
+    it trained on without collating them, and then masks every later batch as the uninterrupted run did, with any
+    number of DataLoader workers (hf_transfer/data/randomness.py). Keyed per batch rather than per row: the masker then
+    pads and masks the batch in one call (row by row took several times as long).
 
-    A training batch's masks are drawn from a generator keyed by its rows' own generators (`RowRandom`: the run's
-    seed, the epoch, the row's number), not from the process's global stream: a resumed run skips the batches it
-    trained on without collating them, and then masks every later batch as the uninterrupted run did, with any number
-    of DataLoader workers (hf_transfer/data/randomness.py). Keyed per batch rather than per row: the masker then pads
-    and masks the batch in one call (row by row took several times as long). `epoch`: the run's, which the task registers
-    as a callback.
+    `rows`: dicts of `input_ids` (and what the tokenizer's padding takes); `numbers`: each row's number in its split
+    (or the row with its `row_number`).
+    Returns padded `input_ids` (masked: 80% [MASK], 10% a random token, 10% unchanged), `attention_mask` and `labels`
+    (-100 where nothing is predicted)."""
+
+    def __init__(self, tokenizer, mlm_probability: float, whole_word_mask: bool = False, seed: int = 42,
+                 stream: int = AUGMENT_STREAM, epoch: TrainingEpoch | None = None):
+        from transformers import DataCollatorForLanguageModeling
+
+        self.masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability,
+                                                      whole_word_mask=whole_word_mask)
+        self.random = RowRandom(seed, stream, epoch)
+
+    def __call__(self, rows: list[dict], numbers: list) -> dict:
+        import numpy as np
+        import torch
+
+        key = np.random.default_rng([int(self.random.generator(number).integers(2**63)) for number in numbers])
+        # The masker draws from its `generator` when it has one. Its own `seed` option would make one per DataLoader
+        # worker (seed + worker id), so that masks depended on which worker collated the batch: set here, per batch.
+        self.masker.generator = torch.Generator().manual_seed(int(key.integers(2**63)))
+        return self.masker(rows)
+
+
+class MaskedLMCollator:
+    """Masks training batches on the fly (`RowKeyedMasking`, keyed by each row's `row_number`); pads already-masked
+    evaluation batches as they are (labels padded with -100). `epoch`: the run's, which the task registers as a
+    callback.
     """
 
     def __init__(self, tokenizer, args: MaskedLMDataArgs, pad_to_multiple_of: int | None = None, seed: int = 42,
                  epoch: TrainingEpoch | None = None):
         self.tokenizer = tokenizer
-        self.masker = masking_collator(tokenizer, args)
-        self.random = RowRandom(seed, AUGMENT_STREAM, epoch)
+        self.masker = RowKeyedMasking(tokenizer, args.mlm_probability, args.whole_word_masking, seed, AUGMENT_STREAM, epoch)
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def _masked(self, features: list[dict]) -> dict:
-        import numpy as np
-        import torch
-
-        key = np.random.default_rng([int(self.random.generator(row).integers(2**63)) for row in features])
-        # The masker draws from its `generator` when it has one. Its own `seed` option would make one per DataLoader
-        # worker (seed + worker id), so that masks depended on which worker collated the batch: set here, per batch.
-        self.masker.generator = torch.Generator().manual_seed(int(key.integers(2**63)))
-        return self.masker([{k: v for k, v in row.items() if k not in (AUGMENT, ROW)} for row in features])
+        return self.masker([{k: v for k, v in row.items() if k not in (AUGMENT, ROW)} for row in features], features)
 
     def __call__(self, features: list[dict]) -> dict:
         import torch

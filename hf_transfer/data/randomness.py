@@ -33,6 +33,7 @@ ROW = "row_number"  # a row's number in its split: with the seed, the epoch and 
 # draws: the key docs/shift.md gives for reproducing a shifted row.
 SHIFT_STREAM = 0
 AUGMENT_STREAM = 1
+TARGET_MASK_STREAM = 2  # the masked-LM objective's masks of target rows (numbered by their index in the target)
 
 
 def flag_training_rows(train):

@@ -139,8 +139,12 @@ def quiet_known_warnings() -> None:
 
 
 def _is_load_report(record: logging.LogRecord) -> bool:
-    # transformers 5 logs a table of missing/unexpected/mismatched keys from `log_state_dict_report`.
-    return record.funcName == "log_state_dict_report" or "LOAD REPORT" in str(record.msg)
+    # transformers 5 logs a table of missing/unexpected/mismatched keys from `log_state_dict_report`; and, for a
+    # checkpoint without a masked-LM head (a sentence-embedding model) loaded as a masked-LM model, that "this
+    # checkpoint seem corrupted" because the head's tied bias is absent: the one line noting the missing head says it.
+    message = str(record.msg)
+    return (record.funcName == "log_state_dict_report" or "LOAD REPORT" in message
+            or "The tied weights mapping for this model specifies to tie" in message)
 
 
 @contextmanager
@@ -335,22 +339,27 @@ def carry_over_base_weights(args: ModelArgs, trained, output_dir: str) -> list[s
     return sorted(missing)
 
 
-def load_masked_lm(args, data):
-    """The masked-LM model for continued pretraining (a `Task.build_model`); notes in one line a missing MLM head.
+def masked_lm_with_head(model_args: ModelArgs, config):
+    """The checkpoint as a masked-LM model, and whether it had no masked-LM head; one plain line notes a missing one.
 
     A sentence-embedding checkpoint has no MLM head: transformers then ties the decoder to the word embeddings
-    and starts the transform layer random, with a long load report. One plain line says so instead, and
-    `data.extra["mlm_head_was_missing"]` records it for metrics.json.
+    and starts the transform layer random, with a long load report, which the line replaces.
     """
     from transformers import AutoModelForMaskedLM
 
-    model, info = load_pretrained(AutoModelForMaskedLM, args.model, data.config, output_loading_info=True)
+    model, info = load_pretrained(AutoModelForMaskedLM, model_args, config, output_loading_info=True)
     prefixes = ("cls.", "lm_head.", "vocab_transform", "vocab_layer_norm", "vocab_projector")
     missing = any(key.startswith(prefixes) for key in info.get("missing_keys", []))
-    data.extra["mlm_head_was_missing"] = missing
-    if missing:
-        note(f"{args.model.model_name_or_path} has no masked-LM head; its transform layer starts random "
+    if missing and not model_args.from_scratch:
+        note(f"{model_args.model_name_or_path} has no masked-LM head; its transform layer starts random "
              "and its decoder is tied to the word embeddings")
+    return model, missing
+
+
+def load_masked_lm(args, data):
+    """The masked-LM model for continued pretraining (a `Task.build_model`); `data.extra["mlm_head_was_missing"]`
+    records whether the checkpoint lacked the head, for metrics.json."""
+    model, data.extra["mlm_head_was_missing"] = masked_lm_with_head(args.model, data.config)
     return model
 
 

@@ -10,7 +10,7 @@ from hf_transfer.errors import HfTransferError
 from hf_transfer.run.task import Args, TaskData, mixed_precision
 from hf_transfer.tasks.shift import shift_plan, with_text_shift
 
-METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm", "self_training")
+METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm", "self_training", "mlm")
 # Defaults from benchmarks/amazon_domain_adaptation.py (MiniLM-L6, Amazon reviews), fixed there without target labels:
 # MMD 0.01 and CORAL 100 are the largest weights keeping source validation within 2 points of source-only on the
 # declared pair books->dvd (MMD at its paper's 1, and at 0.1, collapsed the features to one class; Deep CORAL's term
@@ -20,7 +20,9 @@ METHODS = ("source_only", "dann", "coral", "mmd", "domain_norm", "self_training"
 # weight on source validation the same way.
 DEFAULT_WEIGHTS = {"dann": 1.0, "coral": 100.0, "mmd": 0.01,
                    # A pseudo-labelled row counts as a labelled one (the term is already scaled by the selected share).
-                   "self_training": 1.0}
+                   "self_training": 1.0,
+                   # The masked-LM loss per predicted token beside the task's per row, at equal weight (UDALM's mix).
+                   "mlm": 1.0}
 SELF_TRAINING_DEFAULTS = {"threshold": 0.9, "share": 0.5, "start": 0.25, "ramp": 0.25, "teacher": "model",
                           "ema_decay": 0.999}
 TEACHERS = ("model", "ema")
@@ -33,10 +35,13 @@ class AdaptationArgs:
         metadata={"help": "source_only: the source task alone (the reference). dann: domain-adversarial (gradient "
                   "reversal). coral: match feature means and covariances. mmd (default): multi-kernel MMD. domain_norm: per-domain "
                   "normalisation statistics at each block's output LayerNorm (AdaBN), folded into the saved model. "
-                  "self_training: confident target predictions join the task loss as labels, class-balanced."},
+                  "self_training: confident target predictions join the task loss as labels, class-balanced. "
+                  "mlm: the target text's masked-LM loss joins the task loss (UDALM). Several join one run with +, "
+                  "e.g. mlm+self_training, each at its default weight."},
     )
     adaptation_weight: float | None = field(
-        default=None, metadata={"help": f"Weight of the adaptation loss (dann, coral, mmd, self_training; defaults {DEFAULT_WEIGHTS})."}
+        default=None, metadata={"help": f"Weight of the adaptation loss (one method of {', '.join(DEFAULT_WEIGHTS)}; "
+                                        f"defaults {DEFAULT_WEIGHTS})."}
     )
     target_per_source: int = field(
         default=1, metadata={"help": "Target rows in every batch per source row (the batch's fixed proportion)."}
@@ -80,6 +85,16 @@ class AdaptationArgs:
     self_training_ema_decay: float | None = field(
         default=None, metadata={"help": "self_training with --self_training_teacher ema: the average's decay per step (default 0.999)."}
     )
+    mlm_probability: float | None = field(
+        default=None, metadata={"help": "mlm: the share of each target row's tokens masked for prediction (default 0.15)."}
+    )
+    mlm_head_warmup_steps: str | None = field(
+        default=None,
+        metadata={"help": "mlm: optimizer steps at the start in which the masked-LM loss trains its head alone (the "
+                  "encoder's output reaches it detached; the source task trains as usual). auto (default): a fifth of "
+                  "the run, at most 300 steps, when the checkpoint has no masked-LM head (a sentence-embedding model), "
+                  "0 when it has one. 0: off."},
+    )
     diagnostic_samples: int = field(
         default=500,
         metadata={"help": "Rows per domain for the proxy A-distance before and after training (0: no diagnostics)."},
@@ -89,18 +104,35 @@ class AdaptationArgs:
     )
 
     def __post_init__(self) -> None:
-        if self.adaptation not in METHODS:
-            raise HfTransferError(f"unknown --adaptation '{self.adaptation}'; choose one of {', '.join(METHODS)}")
+        self.adaptation = self.adaptation.strip()
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise HfTransferError(f"unknown --adaptation '{self.adaptation}'; choose one of {', '.join(METHODS)}, or "
+                                  "several joined by + (mlm+self_training)")
+        if len(self.methods) > 1 and ("source_only" in self.methods or len(set(self.methods)) < len(self.methods)):
+            raise HfTransferError(f"--adaptation {self.adaptation}: a combination joins different methods, without "
+                                  "source_only (the reference, on its own)")
+        if len(self.methods) > 1 and self.adaptation_weight is not None:
+            raise HfTransferError(f"--adaptation_weight sets one method's weight; {self.adaptation} runs each method at "
+                                  "its default weight: drop --adaptation_weight")
+        if self.mlm_head_warmup_steps is not None:
+            self.mlm_head_warmup_steps = str(self.mlm_head_warmup_steps).strip()  # a config file may give a number
+            if self.mlm_head_warmup_steps != "auto" and not self.mlm_head_warmup_steps.isdigit():
+                raise HfTransferError(f"--mlm_head_warmup_steps takes a number of steps >= 0 or auto, got "
+                                      f"'{self.mlm_head_warmup_steps}'")
+        if self.mlm_probability is not None and not 0 < self.mlm_probability < 1:
+            raise HfTransferError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         only_for = {
             "warmup_gamma": ("dann", "coral", "mmd"), "domain_head_hidden": ("dann",),
             "domain_head_lr_multiplier": ("dann",),
             "coral_means": ("coral",), "mmd_kernels": ("mmd",), "mmd_kernel_multiplier": ("mmd",),
             "domain_norm_blocks": ("domain_norm",),
-            "adaptation_weight": ("dann", "coral", "mmd", "self_training"),
+            "adaptation_weight": tuple(DEFAULT_WEIGHTS),
             **{f"self_training_{name}": ("self_training",) for name in SELF_TRAINING_DEFAULTS},
+            "mlm_probability": ("mlm",), "mlm_head_warmup_steps": ("mlm",),
         }
         for option, methods in only_for.items():
-            if getattr(self, option) is not None and self.adaptation not in methods:
+            if getattr(self, option) is not None and not set(methods) & set(self.methods):
                 raise HfTransferError(f"--{option} applies to --adaptation {' or '.join(methods)}, not '{self.adaptation}'")
         for option in ("adaptation_weight", "warmup_gamma"):
             value = getattr(self, option)
@@ -135,8 +167,36 @@ class AdaptationArgs:
             raise HfTransferError("--feature_views draws the diagnostics' features: give --diagnostic_samples > 0")
 
     @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods of this run: one, or several joined by +."""
+        return tuple(m.strip() for m in self.adaptation.split("+") if m.strip())
+
+    @property
     def weight(self) -> float:
-        return DEFAULT_WEIGHTS.get(self.adaptation, 0.0) if self.adaptation_weight is None else self.adaptation_weight
+        """The weight of a one-method run."""
+        return self.weight_of(self.adaptation)
+
+    def weight_of(self, method: str) -> float:
+        default = DEFAULT_WEIGHTS.get(method, 0.0)
+        return default if self.adaptation_weight is None or len(self.methods) > 1 else self.adaptation_weight
+
+    @property
+    def report(self) -> dict:
+        """What metrics.json records of the method(s) and their settings."""
+        weighted = [m for m in self.methods if m in DEFAULT_WEIGHTS]
+        found = {"adaptation": self.adaptation,
+                 "adaptation_weight": self.weight if len(self.methods) == 1 and weighted else None}
+        if len(self.methods) > 1:
+            found["adaptation_weights"] = {m: self.weight_of(m) for m in weighted}
+        if "self_training" in self.methods:
+            found |= {f"self_training_{name}": self.self_training(name) for name in SELF_TRAINING_DEFAULTS}
+        if "mlm" in self.methods:
+            found["mlm_probability"] = self.masking_probability
+        return found
+
+    @property
+    def masking_probability(self) -> float:
+        return 0.15 if self.mlm_probability is None else self.mlm_probability
 
     def self_training(self, name: str):
         """A --self_training_<name> option, or its default."""
@@ -206,7 +266,7 @@ def check_combination(args: Args) -> None:
     if strategy.cache_frozen_prefix and options.uses_target_in_training:
         raise HfTransferError("--cache_frozen_prefix is not offered with domain adaptation (target rows join every "
                               "batch); drop it or use --adaptation source_only")
-    if options.adaptation == "domain_norm" and strategy.strategy in ("lora", "peft"):
+    if "domain_norm" in options.methods and strategy.strategy in ("lora", "peft"):
         raise HfTransferError("--adaptation domain_norm folds the target's statistics into the LayerNorm weights of the "
                               f"saved model, which a {strategy.strategy} adapter does not save; use --strategy full, freeze "
                               "or gradual")
@@ -237,7 +297,7 @@ def load_domain_adaptation_task(args: Args) -> TaskData:
     paired = options.target_per_source if options.uses_target_in_training else 0
     domains = load_domains(data_args, tokenizer, seed=args.training.seed, paired=paired, keep_text=rows_plan is not None,
                            stand_in_target=stand_in_target(plan) if role == "target" else None,
-                           truth=options.adaptation == "self_training")
+                           truth="self_training" in options.methods)
     config.id2label = dict(enumerate(domains.label_names))
     config.label2id = {name: i for i, name in enumerate(domains.label_names)}
     data = TaskData(
@@ -246,11 +306,8 @@ def load_domain_adaptation_task(args: Args) -> TaskData:
         processing_class=tokenizer,
         config=config,
         compute_metrics=compute_classification_metrics,
-        report={**domains.report, "adaptation": options.adaptation,
-                "adaptation_weight": options.weight if options.adaptation in DEFAULT_WEIGHTS else None,
-                "target_per_source": options.target_per_source if options.uses_target_in_training else 0,
-                **({f"self_training_{name}": options.self_training(name) for name in SELF_TRAINING_DEFAULTS}
-                   if options.adaptation == "self_training" else {})},
+        report={**domains.report, **options.report,
+                "target_per_source": options.target_per_source if options.uses_target_in_training else 0},
         eval_splits=("validation", "test", "target"),
         extra={"target": domains.target, "padding": text_collator(data_args, tokenizer, mixed_precision=False)},
     )
@@ -265,8 +322,26 @@ def load_domain_adaptation_task(args: Args) -> TaskData:
         # its shifted copies', `shifted_target`).
         for split in [s for s in data.datasets if s != "train"]:
             data.datasets[split] = with_domain(data.datasets[split], 1 if split.endswith("target") else 0)
-        data.collator = DomainBatchCollator(data.collator, domains.target)
+        data.collator = DomainBatchCollator(data.collator, domains.target, masking=target_masking(args, tokenizer, data))
     return data
+
+
+def target_masking(args: Args, tokenizer, data: TaskData):
+    """The masked-LM objective's masking of the target rows (None without it), keyed by each target row's index, the
+    seed and the epoch (a `TrainingEpoch` the data registers as a callback)."""
+    from hf_transfer.data.mlm import RowKeyedMasking
+    from hf_transfer.data.randomness import TARGET_MASK_STREAM, TrainingEpoch
+
+    options = args[AdaptationArgs]
+    if "mlm" not in options.methods:
+        return None
+    if tokenizer.mask_token is None:
+        raise HfTransferError("--adaptation mlm masks the target text and this tokenizer has no mask token; use an "
+                              "encoder's (BERT, RoBERTa, DistilBERT) or another method")
+    epoch = TrainingEpoch()
+    data.callbacks = [*data.callbacks, epoch]
+    return RowKeyedMasking(tokenizer, options.masking_probability, seed=args.training.seed, stream=TARGET_MASK_STREAM,
+                           epoch=epoch)
 
 
 def without_training_shift(plan):
@@ -297,8 +372,8 @@ def stand_in_target(plan):
     return shifted
 
 
-def build_objective(model, options: AdaptationArgs, strategy: str = "full"):
-    """The objective of `options.adaptation` for `model` (None for source_only)."""
+def build_objective(model, options: AdaptationArgs, method: str, args: Args | None = None):
+    """The objective of `method` for `model` (None for source_only); `args` (the run's) for those that load weights."""
     from hf_transfer.adaptation.objectives import (
         Coral,
         DomainAdversarial,
@@ -308,22 +383,38 @@ def build_objective(model, options: AdaptationArgs, strategy: str = "full"):
         feature_width,
     )
 
-    method = options.adaptation
+    weight = options.weight_of(method)
     gamma = 10.0 if options.warmup_gamma is None else options.warmup_gamma
     if method == "dann":
-        return DomainAdversarial(feature_width(model), options.weight, hidden=options.domain_head_hidden or 256, gamma=gamma,
+        return DomainAdversarial(feature_width(model), weight, hidden=options.domain_head_hidden or 256, gamma=gamma,
                                  head_lr_multiplier=options.domain_head_lr_multiplier or 1.0)
     if method == "coral":
-        return Coral(options.weight, means=True if options.coral_means is None else options.coral_means, gamma=gamma)
+        return Coral(weight, means=True if options.coral_means is None else options.coral_means, gamma=gamma)
     if method == "mmd":
-        return MultiKernelMMD(options.weight, kernels=options.mmd_kernels or 5, multiplier=options.mmd_kernel_multiplier or 2.0,
+        return MultiKernelMMD(weight, kernels=options.mmd_kernels or 5, multiplier=options.mmd_kernel_multiplier or 2.0,
                               gamma=gamma)
     if method == "domain_norm":
         return DomainNormalisation(model, blocks=options.domain_norm_blocks)
     if method == "self_training":
-        return SelfTraining(model, options.weight, **{name: options.self_training(name) for name in SELF_TRAINING_DEFAULTS},
-                            every_parameter=strategy == "gradual")
+        return SelfTraining(model, weight, **{name: options.self_training(name) for name in SELF_TRAINING_DEFAULTS},
+                            every_parameter=args is not None and args.strategy.strategy == "gradual")
+    if method == "mlm":
+        return target_masked_lm(model, options, args)
     return None
+
+
+def target_masked_lm(model, options: AdaptationArgs, args: Args):
+    """The masked-LM objective: the checkpoint's own masked-LM head (random when it has none) on the classifier's
+    encoder, with the head warm-up `--mlm_head_warmup_steps` asks for (auto: a new head's)."""
+    from hf_transfer.adaptation.objectives import TargetMaskedLM
+    from hf_transfer.models.loading import load_config, masked_lm_with_head
+    from hf_transfer.tasks.masked_lm import auto_warmup_steps
+
+    masked_lm, head_is_new = masked_lm_with_head(args.model, load_config(args.model))
+    given = options.mlm_head_warmup_steps
+    warmup = (auto_warmup_steps if head_is_new else (lambda max_steps: 0)) if given in (None, "auto") else (
+        lambda max_steps: int(given))
+    return TargetMaskedLM(model, masked_lm, options.weight_of("mlm"), warmup=warmup, head_was_missing=head_is_new)
 
 
 def prepare_adaptation_model(model, args: Args):
@@ -333,9 +424,11 @@ def prepare_adaptation_model(model, args: Args):
     from hf_transfer.trainer import attach_objective
 
     model = apply_strategy(model, args.strategy)
-    objective = build_objective(model, args[AdaptationArgs], args.strategy.strategy)
-    if objective is not None:
-        attach_objective(model, args[AdaptationArgs].adaptation, objective)
+    options = args[AdaptationArgs]
+    for method in options.methods:
+        objective = build_objective(model, options, method, args)
+        if objective is not None:
+            attach_objective(model, method, objective)
     return model
 
 
@@ -373,14 +466,35 @@ def diagnose_before(trainer, args: Args, data: TaskData) -> dict:
     return found
 
 
+def masked_lm_report(trainer) -> dict:
+    """metrics.json's record of the masked-LM objective: whether its head was new, the warm-up's steps, and the
+    logged masked-LM loss at the first log, at the hand-over (the last log inside the warm-up) and at the end."""
+    from hf_transfer.adaptation.objectives import TargetMaskedLM
+    from hf_transfer.trainer import model_objectives
+
+    objective = next((o for o in model_objectives(trainer.model).values() if isinstance(o, TargetMaskedLM)), None)
+    if objective is None:
+        return {}
+    steps = objective.warmup_steps(trainer.state.max_steps)
+    logged = [(e["step"], e["mlm_loss"]) for e in trainer.state.log_history if "mlm_loss" in e]
+    handover = [loss for step, loss in logged if step <= steps]
+    return {"mlm_head_was_missing": objective.head_was_missing, "mlm_head_warmup_steps": steps,
+            "mlm_loss_first": logged[0][1] if logged else None,
+            "mlm_loss_at_handover": handover[-1] if steps and handover else None,
+            "mlm_loss_last": logged[-1][1] if logged else None}
+
+
 def diagnose_after(trainer, args: Args, data: TaskData, train_metrics: dict) -> dict:
-    """After training: the proxy A-distance again, and the feature view when asked (a `Task.after_train`)."""
+    """After training: the masked-LM objective's record, the proxy A-distance again, and the feature view when asked
+    (a `Task.after_train`)."""
     from pathlib import Path
 
     options = args[AdaptationArgs]
+    objectives = masked_lm_report(trainer)
     if not options.diagnostic_samples:
-        return {}
+        return objectives
     after, found = _diagnose(trainer, args, data, "after")
+    found = {**objectives, **found}
     if options.feature_views and trainer.is_world_process_zero():
         from hf_transfer.adaptation.diagnostics import plot_domain_views
 
@@ -399,7 +513,13 @@ METHOD_TEXT = {
                    "the target domain's are folded into the saved weights",
     "self_training": "class-balanced self-training: confident predictions on the unlabelled target rows joined the "
                      "source task's loss as labels",
+    "mlm": "a masked-LM objective on the target text (UDALM, Karouzos et al. 2021): the target rows' masked-LM loss "
+           "joined the source task's, on the same encoder",
 }
+
+
+def method_text(method: str) -> str:
+    return "; ".join(METHOD_TEXT.get(m, m) for m in method.split("+"))
 
 
 def adaptation_card_notes(args: Args, results: dict) -> dict[str, list[str]]:
@@ -412,7 +532,7 @@ def adaptation_card_notes(args: Args, results: dict) -> dict[str, list[str]]:
     target = data_args.target_file or data_args.target_dataset_name
     role, condition = results.get("synthetic_shift_role"), f"`--synthetic_shift` {results.get('synthetic_shift_means')}"
     model = [f"**Domain adaptation:** `{method}`" + (f" (weight {weight:g})" if weight is not None else "")
-             + f": {METHOD_TEXT.get(method, method)}",
+             + f": {method_text(method)}",
              f"**Target domain:** none given; a synthetic stand-in: the source's {results.get('target_rows', '?')} "
              f"training texts through {condition}, without their labels" if role == "target" else
              f"**Target domain:** `{Path(target).name if data_args.target_file else target}`, "
@@ -429,9 +549,13 @@ def adaptation_card_notes(args: Args, results: dict) -> dict[str, list[str]]:
     if "proxy_a_distance_before" in results and "proxy_a_distance_after" in results:
         model.append(f"**Proxy A-distance** (0: the domains' features indistinguishable, 2: separable): "
                      f"{results['proxy_a_distance_before']:.2f} before training, {results['proxy_a_distance_after']:.2f} after")
-    if method == "dann":
+    if "dann" in method.split("+"):
         model.append("The domain classifier trains beside the model and is not saved: the checkpoint is the plain "
                      "classifier")
+    if "mlm" in method.split("+"):
+        model.append("The masked-LM head trained beside the model and is not saved: the checkpoint is the plain "
+                     "classifier" + (f"; the head was new and trained alone for the first {results['mlm_head_warmup_steps']} "
+                                     "steps" if results.get("mlm_head_warmup_steps") else ""))
     scored = ("the labelled rows of `--target_eval_file`, never seen in training" if data_args.target_eval_file else
               "the target rows the model adapted to without their labels (the transductive protocol of the "
               "domain-adaptation literature)")
@@ -444,7 +568,7 @@ def adaptation_card_notes(args: Args, results: dict) -> dict[str, list[str]]:
     if role == "target":
         limitations.append("No target data were given: the model adapted to a synthetic condition made from the source "
                            f"({condition}); how well it stands for a real target domain is not measured here.")
-    if method == "domain_norm":
+    if "domain_norm" in method.split("+"):
         limitations.append("The saved LayerNorms carry the target domain's statistics: use this model on target-domain "
                            "text (source-domain text would need the source statistics, which are not saved).")
     return {"model": model, "limitations": limitations}
@@ -462,6 +586,14 @@ def adaptation_lines(results: dict) -> list[str]:
     if "proxy_a_distance_before" in results and "proxy_a_distance_after" in results:
         lines.append(f"proxy A-distance (0 = domains indistinguishable, 2 = separable): "
                      f"{results['proxy_a_distance_before']:.3f} before -> {results['proxy_a_distance_after']:.3f} after")
+    if "mlm_head_warmup_steps" in results:
+        losses = [results.get(k) for k in ("mlm_loss_first", "mlm_loss_at_handover", "mlm_loss_last")]
+        warmup = results["mlm_head_warmup_steps"]
+        lines.append(f"mlm head warm-up: {warmup} steps, the head alone (encoder detached)" if warmup else
+                     "mlm head warm-up: none (the checkpoint's head)" if not results.get("mlm_head_was_missing") else
+                     "mlm head warm-up: none (off), though the head was new")
+        lines.append("mlm loss: " + " -> ".join(f"{name} {loss:.3f}" for name, loss in
+                                                zip(("first log", "hand-over", "end"), losses) if loss is not None))
     role = results.get("synthetic_shift_role")
     if role is not None:
         lines.append(f"synthetic shift ({SHIFT_ROLE_TEXT[role]}): {results.get('synthetic_shift_means')}")
