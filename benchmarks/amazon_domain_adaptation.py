@@ -70,8 +70,12 @@ EXTRA_ARMS = {"dapt": [], "dann_head10": ["--adaptation", "dann", "--domain_head
               "dann_w0.1": ["--adaptation", "dann", "--adaptation_weight", "0.1"]}
 # Methods beyond ARMS, run with every seed when asked by --arms: self-training at its defaults (threshold 0.9, share
 # 0.5 per class, from a quarter of the run), and with the mean teacher; set without target labels.
+# The masked-LM objective on the target text (UDALM) at its defaults (weight 1, 15% masked, the new head of MiniLM
+# warmed up alone for a fifth of the run), alone and with self-training.
 SEEDED_ARMS = {"self_training": ["--adaptation", "self_training"],
-               "self_training_ema": ["--adaptation", "self_training", "--self_training_teacher", "ema"]}
+               "self_training_ema": ["--adaptation", "self_training", "--self_training_teacher", "ema"],
+               "mlm": ["--adaptation", "mlm"],
+               "mlm_self_training": ["--adaptation", "mlm+self_training"]}
 DECLARED_PAIR = ("books", "dvd")  # where CORAL's weight is fixed (without target labels)
 
 SETTINGS = {
@@ -436,6 +440,8 @@ def main() -> None:
                         help="after the setting's own pairs, the rest of the 12 ordered pairs (one seed each)")
     parser.add_argument("--pairs", nargs="+", metavar="SOURCE->TARGET",
                         help="run only these pairs of the plan (to split the work between processes, each with --results)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="run only these of the setting's seeds (the first one always "
+                        "stands for the extra arms and the pairs beyond the seeded ones)")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="FILE",
                         help="add the runs of these results files that --results lacks (same setting, pair, arm, seed), then report")
     options = parser.parse_args()
@@ -458,6 +464,8 @@ def main() -> None:
             plan += [(pair, arm, seed) for seed in seeds for arm in options.arms if arm in ARMS or arm in SEEDED_ARMS]
             plan += [(pair, arm, seeds[0]) for arm in options.arms if arm in EXTRA_ARMS and arm != "dapt" and index < 4]
         plan += [(pair, "dapt", seed) for pair in pairs[: cfg["dapt_pairs"]] for seed in cfg["seeds"][:1] if "dapt" in options.arms]
+        if options.seeds:
+            plan = [step for step in plan if step[2] in options.seeds]
         if options.pairs:
             unknown = set(options.pairs) - {pair_name(p) for p in ALL_PAIRS}
             if unknown:
