@@ -6,9 +6,9 @@
 
 The source takes the sentiment recipe's options and column rules; the target needs the source's text column, and
 its labels (when present) only score the run. Every batch holds source rows and `--target_per_source` target rows
-per source row; the method's loss (`--adaptation mmd|dann|coral|domain_norm`, default mmd; `--adaptation_weight`) is added to the
-source loss by the trainer, and both are logged (`task_loss`, `adaptation_loss`). `--adaptation source_only` is the
-reference. Reported: source validation accuracy beside target accuracy, and the proxy A-distance before and after.
+per source row; the method's loss (`--adaptation mmd|dann|coral|domain_norm|self_training|mlm`, default mmd, several
+joined by +; `--adaptation_weight`) is added to the source loss by the trainer, and each term is logged (`task_loss`,
+`adaptation_loss`, `mlm_loss`, ...). `--adaptation source_only` is the reference (docs/domain_adaptation.md). Reported: source validation accuracy beside target accuracy, and the proxy A-distance before and after.
 
 Synthetic target conditions (docs/shift.md, "With domain adaptation"): `--synthetic_shift SPEC` shifts the source's
 training rows toward the target's condition (`--synthetic_shift_role source`, the default with target data), or, with
