@@ -204,6 +204,17 @@ def final_loss(run_dir: Path) -> float | None:
     return statistics.fmean(losses[-3:]) if losses else None
 
 
+def run_folder(work: Path, setting: str, pair, arm: str, seed: int) -> Path:
+    return work / setting / f"{pair[0]}_to_{pair[1]}" / arm / f"seed_{seed}"
+
+
+def common_argv(setting: str, pair, seed: int, run_dir: Path) -> list[str]:
+    """Every run's options but the method's: the pair's data, the seed, the setting's schedule."""
+    return ["--train_file", str(DATA / pair[0]), "--target_file", str(DATA / pair[1]), "--output_dir", str(run_dir),
+            "--overwrite_output_dir", "true", "--seed", str(seed), "--save_strategy", "no", "--eval_strategy", "no",
+            "--logging_steps", "10", "--disable_tqdm", "true", *SETTINGS[setting]["flags"]]
+
+
 def one_run(results: dict, setting: str, pair, arm: str, seed: int, weight: float | None = None) -> None:
     if done(results, setting, pair, arm, seed):
         return
@@ -211,11 +222,8 @@ def one_run(results: dict, setting: str, pair, arm: str, seed: int, weight: floa
         weight = calibrated_weight(results, setting, arm)
         if done(load_results(), setting, pair, arm, seed):  # the declared pair's run came from the calibration
             return
-    cfg = SETTINGS[setting]
-    run_dir = WORK / setting / f"{pair[0]}_to_{pair[1]}" / arm / f"seed_{seed}"
-    argv = ["--train_file", str(DATA / pair[0]), "--target_file", str(DATA / pair[1]), "--output_dir", str(run_dir),
-            "--overwrite_output_dir", "true", "--seed", str(seed), "--save_strategy", "no", "--eval_strategy", "no",
-            "--logging_steps", "10", "--disable_tqdm", "true", *cfg["flags"]]
+    run_dir = run_folder(WORK, setting, pair, arm, seed)
+    argv = common_argv(setting, pair, seed, run_dir)
     if arm == "dapt":
         adapted = pretrain_on_target(setting, pair, run_dir.parent)
         argv += ["--adaptation", "source_only", "--model_name_or_path", str(adapted)]
@@ -237,6 +245,8 @@ def one_run(results: dict, setting: str, pair, arm: str, seed: int, weight: floa
         "train_runtime": metrics.get("train_train_runtime", metrics.get("train_runtime")),
         "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         **{k: metrics[k] for k in metrics if k.startswith(("proxy_a_distance", "coral_divergence", "mmd_divergence"))},
+        **{k: metrics[k] for k in (*LABEL_FREE, "mlm_head_warmup_steps", "mlm_loss_first", "mlm_loss_at_handover",
+                                   "mlm_loss_last") if k in metrics},
     }
     results = load_results() | {"runs": load_results()["runs"] + [record]}
     save_results(results)
@@ -442,6 +452,9 @@ def main() -> None:
                         help="run only these pairs of the plan (to split the work between processes, each with --results)")
     parser.add_argument("--seeds", nargs="+", type=int, help="run only these of the setting's seeds (the first one always "
                         "stands for the extra arms and the pairs beyond the seeded ones)")
+    parser.add_argument("--score_runs_in", nargs="+", type=Path, metavar="FOLDER",
+                        help="before reporting, add the label-free criteria to runs lacking them, from their saved models "
+                        "under these outputs/amazon_da folders (the default one is searched too)")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="FILE",
                         help="add the runs of these results files that --results lacks (same setting, pair, arm, seed), then report")
     options = parser.parse_args()
@@ -473,6 +486,12 @@ def main() -> None:
             plan = [step for step in plan if pair_name(step[0]) in options.pairs]
         for pair, arm, seed in dict.fromkeys(plan):
             one_run(load_results(), options.setting, pair, arm, seed)
+    if options.score_runs_in is not None:
+        score_without_target_labels(options.setting, [WORK, *options.score_runs_in])
+    results = load_results()
+    if options.setting == "all_reviews_bf16":
+        results["headline"] = headline(results, options.setting)
+        save_results(results)
     table = report(load_results(), options.setting)
     print(table)
     write_markdown(load_results(), options.setting, table)
@@ -492,6 +511,120 @@ def merge(files: list[Path]) -> None:
             results[section] = other[section] | results[section]
         print(f"{file}: {len(added)} runs added", flush=True)
     save_results(results)
+
+
+# --- choosing without target labels, and the headline figures ---
+
+LABEL_FREE = ("target_prediction_entropy", "iwv_risk", "dev_risk")
+# criterion -> (the record's key, whether higher is better)
+CRITERIA = {"source validation accuracy": ("source_validation_accuracy", True),
+            "target prediction entropy": ("target_prediction_entropy", False),
+            "IWV risk": ("iwv_risk", False), "DEV risk": ("dev_risk", False)}
+# The methods a user would choose between (the sensitivity and calibration arms are not choices).
+CHOICES = ("source_only", "mmd", "self_training", "self_training_ema", "mlm", "mlm_self_training", "dapt")
+
+
+def score_without_target_labels(setting: str, work_folders: list[Path]) -> None:
+    """The label-free criteria (hf_transfer/adaptation/selection.py) of every finished run of the setting that lacks
+    them, from its saved classifier (runs made before the recipe reported them), on the run's own source validation
+    rows and diagnostic sample of target rows, the pair's data loaded once per pair and seed."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_transfer.adaptation.diagnostics import features_and_logits
+    from hf_transfer.adaptation.selection import label_free_scores
+    from hf_transfer.tasks.domain_adaptation import _samples
+    from recipes import domain_adaptation
+
+    results, loaded = load_results(), {}
+    flags = SETTINGS[setting]["flags"]
+    samples = int(flags[flags.index("--diagnostic_samples") + 1])
+    for record in current(results, setting):
+        pair = (record["source"], record["target"])
+        folder = next((f for work in work_folders if (f := run_folder(work, setting, pair, record["arm"], record["seed"]))
+                       .joinpath("model.safetensors").is_file()), None)
+        if all(k in record for k in LABEL_FREE) or folder is None or record["arm"] == "domain_norm":
+            continue  # domain_norm's saved model carries the target's statistics for every row: not comparable here
+        key = (record["pair"], record["seed"])
+        if key not in loaded:
+            args = domain_adaptation.TASK.parse([*common_argv(setting, pair, record["seed"], WORK / "scoring"),
+                                                 "--adaptation", "source_only"])
+            data = domain_adaptation.TASK.load(args)
+            loaded[key] = (data.datasets["validation"], _samples(data, samples, record["seed"])[1], data.extra["padding"])
+        validation, target, padding = loaded[key]
+        torch.set_num_threads(1)
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        features, logits = features_and_logits(model, validation, padding, 0)
+        record.update(label_free_scores((features, logits, validation["labels"]),
+                                        features_and_logits(model, target, padding, 1), seed=record["seed"]))
+        print(f"label-free scores {record['pair']} {record['arm']} seed {record['seed']}: "
+              + ", ".join(f"{k} {record[k]:.4f}" for k in LABEL_FREE), flush=True)
+    save_results(results)
+
+
+def selection_rows(runs: list[dict], seeds: set[int]) -> tuple[list[str], dict]:
+    """For each criterion, per pair and seed: the method it picks among those that ran on every pair at these seeds,
+    its target accuracy against source-only's and against the best method's by the target labels (the oracle)."""
+    groups = sorted({(r["pair"], r["seed"]) for r in runs if r["seed"] in seeds})
+    by_group = {g: {r["arm"]: r for r in runs if (r["pair"], r["seed"]) == g and r["arm"] in CHOICES
+                    and all(k in r for k in LABEL_FREE) or ((r["pair"], r["seed"]) == g and r["arm"] == "source_only")}
+                for g in groups}
+    arms = [a for a in CHOICES if groups and all(a in by_group[g] and all(k in by_group[g][a] for k in LABEL_FREE)
+                                                 for g in groups)]
+    if len(arms) < 2 or "source_only" not in arms:
+        return [], {}
+    found = {}
+    for name, (key, higher) in {**CRITERIA, "target labels (oracle)": ("target_accuracy", True)}.items():
+        picks = [max(arms, key=lambda a: by_group[g][a][key] * (1 if higher else -1)) for g in groups]
+        accuracy = [100 * by_group[g][a]["target_accuracy"] for g, a in zip(groups, picks)]
+        found[name] = {"picks": picks, "accuracy": accuracy,
+                       "gain": [acc - 100 * by_group[g]["source_only"]["target_accuracy"] for g, acc in zip(groups, accuracy)]}
+    oracle = found["target labels (oracle)"]["accuracy"]
+    lines = [f"| criterion | picks ({len(groups)} pair x seed runs, among {', '.join(arms)}) | target accuracy | gain over "
+             "source-only | below the oracle | oracle's pick |", "|---|---|---|---|---|---|"]
+    for name, f in found.items():
+        counts = ", ".join(f"{a} {f['picks'].count(a)}" for a in arms if f["picks"].count(a))
+        below = [o - a for o, a in zip(oracle, f["accuracy"])]
+        agree = sum(a == b for a, b in zip(f["picks"], found["target labels (oracle)"]["picks"]))
+        lines.append(f"| {name} | {counts} | {statistics.fmean(f['accuracy']):.1f} | {statistics.fmean(f['gain']):+.2f} | "
+                     f"{statistics.fmean(below):.2f} | {agree} of {len(groups)} |")
+    return lines, found
+
+
+def headline(results: dict, setting: str) -> list[dict]:
+    """The headline figures from the setting's runs: the best method's mean gain over source-only on the seeded pairs
+    (spread over seeds), its worst pair, and DAPT's gain (first seed)."""
+    runs = current(results, setting)
+    accuracy = {(r["pair"], r["arm"], r["seed"]): 100 * r["target_accuracy"] for r in runs}
+    seeds = sorted({r["seed"] for r in runs if r["arm"] == "source_only"})
+    pairs = [pair_name(p) for p in SETTINGS[setting]["pairs"]]
+    found = []
+
+    def per_seed_gain(arm, over_seeds):
+        if not over_seeds or not all((p, a, s) in accuracy for p in pairs for a in (arm, "source_only") for s in over_seeds):
+            return None
+        return [statistics.fmean(accuracy[p, arm, s] - accuracy[p, "source_only", s] for p in pairs) for s in over_seeds]
+
+    methods = {arm: gains for arm in (*ARMS, *SEEDED_ARMS) if arm != "source_only"
+               and (gains := per_seed_gain(arm, seeds)) is not None}
+    if methods:
+        best = max(methods, key=lambda a: statistics.fmean(methods[a]))
+        gains = methods[best]
+        found.append({"id": "da_best_gain_4pairs", "claim": f"{best}: mean target-accuracy gain over source-only on the "
+                      f"{len(pairs)} pairs ({setting}), the best of {', '.join(methods)}", "value": statistics.fmean(gains),
+                      "reference": 1.5, "unit": "points", "spread": statistics.stdev(gains) if len(gains) > 1 else None,
+                      "seeds": len(gains)})
+        worst = min(pairs, key=lambda p: statistics.fmean(accuracy[p, best, s] - accuracy[p, "source_only", s] for s in seeds))
+        pair_gains = [accuracy[worst, best, s] - accuracy[worst, "source_only", s] for s in seeds]
+        found.append({"id": "da_worst_pair_gain", "claim": f"{best}: its worst pair ({worst}), gain over source-only",
+                      "value": statistics.fmean(pair_gains), "reference": -1.0, "unit": "points",
+                      "spread": statistics.stdev(pair_gains) if len(pair_gains) > 1 else None, "seeds": len(pair_gains)})
+    dapt = per_seed_gain("dapt", seeds[:1])
+    if dapt is not None:
+        found.append({"id": "dapt_gain_4pairs", "claim": f"DAPT (masked-LM pretraining on the target text, new head warmed "
+                      f"up alone) then source-only fine-tuning, minus source-only, mean of the {len(pairs)} pairs",
+                      "value": dapt[0], "reference": 0.0, "unit": "points", "spread": None, "seeds": 1})
+    return found
 
 
 def write_markdown(results: dict, setting: str, table: str) -> None:
@@ -519,6 +652,13 @@ def write_markdown(results: dict, setting: str, table: str) -> None:
             tried = ", ".join(f"{arm} {100 * acc:.1f}" for arm, acc in calibration["tried_source_validation_accuracy"].items())
             lines += [f"{method} weight {calibration['weight']:g}, fixed on {calibration['pair']} in setting '{fixed_in}': {calibration['rule']} "
                       f"(source-only {100 * calibration['source_only_validation_accuracy']:.1f}; tried: {tried}).", ""]
+    all_seeds = {r["seed"] for r in runs}
+    for title, seeds in (("every seed", all_seeds), (f"seed {min(all_seeds, default=1)}", {min(all_seeds, default=1)})):
+        table_lines, _ = selection_rows(runs, seeds)
+        if table_lines:
+            lines += [f"Choosing the method without target labels ({title}): each criterion's pick per pair and seed "
+                      "(source validation accuracy: highest; the others: lowest), its target accuracy (%), and how far "
+                      "it falls below the best method by the target labels.", "", *table_lines, ""]
     plot_file = RESULTS.with_name(f"amazon_domain_adaptation_{setting}.png")
     if plot_file.is_file():
         lines += [f"![target accuracy by pair]({plot_file.name})", ""]

@@ -735,3 +735,48 @@ def test_killed_and_resumed_masked_lm_run_equals_the_uninterrupted_run_and_saves
     got = load_file(out / "model.safetensors")
     assert not [k for k in expected if not torch.equal(got[k], expected[k])]
     assert _logged(out, "mlm_loss")[-5:] == losses[-5:]
+
+
+# --- choosing without target labels ---
+
+def test_label_free_criteria_against_direct_computations():
+    """Entropy as -sum p log p; the density ratio of two unit Gaussians (means 0 and 1: p_t/p_s = exp(x - 1/2)) recovered
+    by the domain classifier; IWV with unit weights is the mean loss; DEV is exact where the weighted loss is a
+    multiple of the weight (a constant loss c: DEV gives c whatever the weights, IWV c x mean(w))."""
+    from hf_transfer.adaptation.selection import density_ratio, dev_risk, importance_weighted_risk, prediction_entropy
+
+    logits = np.array([[0.0, 0.0], [2.0, -1.0], [0.5, 0.2]])
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert math.isclose(prediction_entropy(logits), float(np.mean(-(p * np.log(p)).sum(1))), rel_tol=1e-12)
+    rng = np.random.default_rng(0)
+    source, target = rng.normal(0, 1, (4000, 1)), rng.normal(1, 1, (4000, 1))
+    ratio = density_ratio(source, target, seed=0)
+    inner = np.abs(source[:, 0]) < 2  # where both densities have mass
+    assert np.median(np.abs(np.log(ratio[inner]) - (source[inner, 0] - 0.5))) < 0.1
+    losses = rng.uniform(0, 2, 50)
+    assert math.isclose(importance_weighted_risk(losses, np.ones(50)), losses.mean(), rel_tol=1e-12)
+    weights = rng.uniform(0.2, 3.0, 50)
+    assert math.isclose(dev_risk(np.full(50, 0.7), weights), 0.7, rel_tol=1e-9)
+    assert not math.isclose(importance_weighted_risk(np.full(50, 0.7), weights), 0.7, rel_tol=1e-3)
+
+
+def test_a_run_reports_the_label_free_criteria_of_its_saved_model(tiny_text_model_dir, domains, tmp_path):
+    """metrics.json's target prediction entropy is the saved classifier's on the diagnostic sample of target rows."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_transfer.adaptation.selection import prediction_entropy
+    from hf_transfer.tasks.domain_adaptation import _samples
+
+    out = tmp_path / "run"
+    argv = adaptation_argv(tiny_text_model_dir, domains, out, "--adaptation", "mmd", "--diagnostic_samples", "16")
+    metrics = domain_adaptation.main(argv)
+    assert {"target_prediction_entropy", "iwv_risk", "dev_risk"} <= metrics.keys()
+    args = domain_adaptation.TASK.parse(argv)
+    data = domain_adaptation.TASK.load(args)
+    _, target = _samples(data, 16, args.training.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    batch = data.extra["padding"]([{k: row[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in row}
+                                   for row in target])
+    with torch.no_grad():
+        logits = model(**batch).logits.numpy()
+    assert math.isclose(metrics["target_prediction_entropy"], prediction_entropy(logits), abs_tol=1e-5)

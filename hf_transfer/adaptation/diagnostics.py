@@ -16,8 +16,9 @@ from hf_transfer.trainer import model_objectives
 
 
 @torch.inference_mode()
-def domain_features(model, dataset, collator, domain: int, batch_size: int = 64) -> np.ndarray:
-    """One feature vector per row of `dataset` (model inputs; other columns are ignored), rows in order."""
+def features_and_logits(model, dataset, collator, domain: int, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The classification layer's input (one feature vector per row) and the model's logits, for the rows of
+    `dataset` (model inputs; other columns are ignored), rows in order."""
     import contextlib
 
     was_training = model.training
@@ -25,7 +26,7 @@ def domain_features(model, dataset, collator, domain: int, batch_size: int = 64)
     device = next(model.parameters()).device
     inputs = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
     rows = dataset.select_columns(inputs)
-    tap, chunks = FeatureTap(), []
+    tap, features, logits = FeatureTap(), [], []
     try:
         for start in range(0, len(rows), batch_size):
             batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
@@ -35,11 +36,17 @@ def domain_features(model, dataset, collator, domain: int, batch_size: int = 64)
                 stack.enter_context(tap.attached(model))
                 for objective in model_objectives(model).values():
                     stack.enter_context(objective.during_forward(model, batch, taken))
-                model(**batch)
-            chunks.append(tap.take().float().cpu().numpy())
+                output = model(**batch)
+            features.append(tap.take().float().cpu().numpy())
+            logits.append(output.logits.float().cpu().numpy())
     finally:
         model.train(was_training)
-    return np.concatenate(chunks)
+    return np.concatenate(features), np.concatenate(logits)
+
+
+def domain_features(model, dataset, collator, domain: int, batch_size: int = 64) -> np.ndarray:
+    """One feature vector per row of `dataset` (the classification layer's input), rows in order."""
+    return features_and_logits(model, dataset, collator, domain, batch_size)[0]
 
 
 def proxy_a_distance(source: np.ndarray, target: np.ndarray, seed: int = 42) -> float:

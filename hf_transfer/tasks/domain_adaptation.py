@@ -458,6 +458,24 @@ def _diagnose(trainer, args: Args, data: TaskData, when: str) -> tuple:
                       f"coral_divergence_{when}": float(coral_loss(s, t)), f"mmd_divergence_{when}": float(mmd_loss(s, t))}
 
 
+def label_free_selection(trainer, args: Args, data: TaskData) -> dict:
+    """Criteria for choosing a method or weight without target labels (hf_transfer/adaptation/selection.py), from the
+    source validation rows and the diagnostic sample of target rows: the target prediction entropy, the
+    importance-weighted validation risk (IWV) and its DEV form. None of them reads a target label."""
+    from hf_transfer.adaptation.diagnostics import features_and_logits
+    from hf_transfer.adaptation.objectives import SOURCE, TARGET
+    from hf_transfer.adaptation.selection import label_free_scores
+
+    validation = data.datasets.get("validation")
+    if validation is None or len(validation) < 2:
+        return {}
+    _, target = _samples(data, args[AdaptationArgs].diagnostic_samples, args.training.seed)
+    padding = data.extra["padding"]
+    features, logits = features_and_logits(trainer.model, validation, padding, SOURCE)
+    return label_free_scores((features, logits, validation["labels"]),
+                             features_and_logits(trainer.model, target, padding, TARGET), seed=args.training.seed)
+
+
 def diagnose_before(trainer, args: Args, data: TaskData) -> dict:
     """Before training: how far apart the domains are in the starting model's features (a `Task.before_train`)."""
     if not args[AdaptationArgs].diagnostic_samples:
@@ -494,7 +512,7 @@ def diagnose_after(trainer, args: Args, data: TaskData, train_metrics: dict) -> 
     if not options.diagnostic_samples:
         return objectives
     after, found = _diagnose(trainer, args, data, "after")
-    found = {**objectives, **found}
+    found = {**objectives, **found, **label_free_selection(trainer, args, data)}
     if options.feature_views and trainer.is_world_process_zero():
         from hf_transfer.adaptation.diagnostics import plot_domain_views
 
@@ -586,6 +604,10 @@ def adaptation_lines(results: dict) -> list[str]:
     if "proxy_a_distance_before" in results and "proxy_a_distance_after" in results:
         lines.append(f"proxy A-distance (0 = domains indistinguishable, 2 = separable): "
                      f"{results['proxy_a_distance_before']:.3f} before -> {results['proxy_a_distance_after']:.3f} after")
+    if "iwv_risk" in results:
+        lines.append(f"label-free criteria (lower is better; no target label read): target prediction entropy "
+                     f"{results['target_prediction_entropy']:.3f}, importance-weighted validation risk "
+                     f"{results['iwv_risk']:.3f} (DEV {results['dev_risk']:.3f})")
     if "mlm_head_warmup_steps" in results:
         losses = [results.get(k) for k in ("mlm_loss_first", "mlm_loss_at_handover", "mlm_loss_last")]
         warmup = results["mlm_head_warmup_steps"]
