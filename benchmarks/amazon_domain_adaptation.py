@@ -259,6 +259,11 @@ def one_run(results: dict, setting: str, pair, arm: str, seed: int, weight: floa
         **{k: metrics[k] for k in (*LABEL_FREE, "mlm_head_warmup_steps", "mlm_loss_first", "mlm_loss_at_handover",
                                    "mlm_loss_last") if k in metrics},
     }
+    if arm == "dapt":  # the pretraining's own record: its head warm-up and the target text's perplexity before and after
+        pretraining = json.loads((run_dir.parent / "dapt_encoder" / "metrics.json").read_text())
+        record["dapt"] = {k: pretraining.get(k) for k in ("perplexity_before", "perplexity_after", "global_step",
+                                                           "mlm_head_was_missing", "mlm_head_warmup_steps",
+                                                           "mlm_head_warmup_loss", "train_runtime")}
     results = load_results() | {"runs": load_results()["runs"] + [record]}
     save_results(results)
     print(f"[{record['date']}] {setting} {pair_name(pair)} {arm} seed {seed}: target {100 * record['target_accuracy']:.2f}, "
