@@ -663,6 +663,14 @@ def test_the_masked_lm_objective_is_the_architectures_own_head_on_the_classifier
             assert reached == [], reached
         else:
             assert embeddings.grad is not None and len(reached) > len(encoder) // 2, (len(reached), len(encoder))
+    # The Trainer's autocast covers the classifier's forward only: bf16 logits there put this forward in bf16 too.
+    seen = []
+    decoder = objective._runner[0].get_output_embeddings()
+    handle = decoder.register_forward_hook(lambda module, args, out: seen.append((out.dtype, out.shape)))
+    half = type(outputs)(logits=outputs.logits.to(torch.bfloat16))
+    objective.loss(taken, half, torch.tensor(0.0), step=5, max_steps=10)
+    handle.remove()
+    assert seen == [(torch.bfloat16, torch.Size([1, 4, 128]))], seen  # the 4 masked positions only, as one row
 
 
 def test_target_masks_are_keyed_by_the_target_rows_the_seed_and_the_epoch(tmp_path):
