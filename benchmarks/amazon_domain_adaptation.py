@@ -292,6 +292,13 @@ def pretrain_on_target(setting: str, pair, folder: Path) -> Path:
     return adapted
 
 
+STEP_COST_ARMS = {"all_reviews_bf16": ("source_only", "mmd", "self_training", "self_training_ema", "mlm", "mlm_self_training")}
+
+
+def arm_flags(arm: str) -> list[str]:
+    return SEEDED_ARMS[arm] if arm in SEEDED_ARMS else ["--adaptation", arm]
+
+
 def step_cost(setting: str, rounds: int = 5) -> None:
     """Seconds per training step (forward + backward) of each arm on the same batch, and the ratio to source-only.
 
@@ -307,11 +314,13 @@ def step_cost(setting: str, rounds: int = 5) -> None:
     from recipes import domain_adaptation
 
     cfg = SETTINGS[setting]
+    arms = STEP_COST_ARMS.get(setting, ARMS)
+    half = cfg["flags"][cfg["flags"].index("--bf16") + 1] == "true" if "--bf16" in cfg["flags"] else False
     length = int(cfg["flags"][cfg["flags"].index("--max_seq_length") + 1])
     batch = int(cfg["flags"][cfg["flags"].index("--per_device_train_batch_size") + 1])
     prepared = {}
-    for arm in ARMS:
-        argv = ["--train_file", str(DATA / "books"), "--target_file", str(DATA / "dvd"), "--adaptation", arm,
+    for arm in arms:
+        argv = ["--train_file", str(DATA / "books"), "--target_file", str(DATA / "dvd"), *arm_flags(arm),
                 "--output_dir", str(WORK / "step_cost"), "--max_train_samples", str(batch), "--max_target_samples",
                 str(batch), "--max_seq_length", str(length), "--pad_to_max_length", "true", "--diagnostic_samples", "0",
                 "--eval_strategy", "no"]
@@ -322,6 +331,7 @@ def step_cost(setting: str, rounds: int = 5) -> None:
         trainer = TransferTrainer(model=model, args=args.training, strategy=args.strategy, train_dataset=data.datasets["train"],
                                   data_collator=data.collator)
         trainer.state.max_steps = 100
+        trainer.state.global_step = 60  # past every warm-up and ramp: each method's full step
         model.train()
         prepared[arm] = (trainer, model, data.collator([data.datasets["train"][i] for i in range(batch)]))
 
@@ -329,24 +339,28 @@ def step_cost(setting: str, rounds: int = 5) -> None:
         trainer, model, step_batch = prepared[arm]
         inputs = {k: v.clone() for k, v in step_batch.items()}
         start = time.perf_counter()
-        trainer.compute_loss(model, inputs).backward()
+        # As the Trainer trains in bf16: the model's forward under autocast (the objectives see its bf16 logits).
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+            loss = trainer.compute_loss(model, inputs)
+        loss.backward()
         model.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    for arm in ARMS:
+    for arm in arms:
         one_step(arm)  # warm-up
-    times = {arm: [] for arm in ARMS}
+    times = {arm: [] for arm in arms}
     for _ in range(rounds):
-        for arm in ARMS:
+        for arm in arms:
             times[arm].append(one_step(arm))
     seconds = {arm: statistics.median(t) for arm, t in times.items()}
-    for arm in ARMS:
+    for arm in arms:
         print(f"step cost {arm}: {seconds[arm]:.3f} s (rounds {[round(t, 3) for t in times[arm]]})", flush=True)
     results = load_results()  # again: runs may have been appended meanwhile
     results["step_cost"][setting] = {
         "seconds_per_step": seconds, "ratio_to_source_only": {a: round(s / seconds["source_only"], 2) for a, s in seconds.items()},
         "batch": f"{batch} source rows (+{batch} target rows for the adaptation arms), padded to {length} tokens",
-        "what": f"forward + backward of one batch, median of {rounds} rounds taken in turns after a warm-up",
+        "what": f"forward + backward of one batch, median of {rounds} rounds taken in turns after a warm-up"
+                + (", bf16 autocast" if half else ""),
         "threads": torch.get_num_threads(), "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     save_results(results)
