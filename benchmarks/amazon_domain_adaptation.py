@@ -296,7 +296,7 @@ STEP_COST_ARMS = {"all_reviews_bf16": ("source_only", "mmd", "self_training", "s
 
 
 def arm_flags(arm: str) -> list[str]:
-    return SEEDED_ARMS[arm] if arm in SEEDED_ARMS else ["--adaptation", arm]
+    return SEEDED_ARMS.get(arm, ["--adaptation", arm])
 
 
 def step_cost(setting: str, rounds: int = 5) -> None:
@@ -610,8 +610,8 @@ def selection_rows(runs: list[dict], seeds: set[int]) -> tuple[list[str], dict]:
         found[name] = {"picks": picks, "accuracy": accuracy,
                        "gain": [acc - 100 * by_group[g]["source_only"]["target_accuracy"] for g, acc in zip(groups, accuracy)]}
     oracle = found["target labels (oracle)"]["accuracy"]
-    lines = [f"| criterion | picks ({len(groups)} pair x seed runs, among {', '.join(arms)}) | target accuracy | gain over "
-             "source-only | below the oracle | oracle's pick |", "|---|---|---|---|---|---|"]
+    lines = [(f"| criterion | picks ({len(groups)} pair x seed runs, among {', '.join(arms)}) | target accuracy | gain "
+              "over source-only | below the oracle | oracle's pick |"), "|---|---|---|---|---|---|"]
     for name, f in found.items():
         counts = ", ".join(f"{a} {f['picks'].count(a)}" for a in arms if f["picks"].count(a))
         below = [o - a for o, a in zip(oracle, f["accuracy"])]
@@ -686,9 +686,9 @@ def write_markdown(results: dict, setting: str, table: str) -> None:
     for title, seeds in (("every seed", all_seeds), (f"seed {min(all_seeds, default=1)}", {min(all_seeds, default=1)})):
         table_lines, _ = selection_rows(runs, seeds)
         if table_lines:
-            lines += [f"Choosing the method without target labels ({title}): each criterion's pick per pair and seed "
-                      "(source validation accuracy: highest; the others: lowest), its target accuracy (%), and how far "
-                      "it falls below the best method by the target labels.", "", *table_lines, ""]
+            lines += [(f"Choosing the method without target labels ({title}): each criterion's pick per pair and seed "
+                       "(source validation accuracy: highest; the others: lowest), its target accuracy (%), and how far "
+                       "it falls below the best method by the target labels."), "", *table_lines, ""]
     plot_file = RESULTS.with_name(f"amazon_domain_adaptation_{setting}.png")
     if plot_file.is_file():
         lines += [f"![target accuracy by pair]({plot_file.name})", ""]

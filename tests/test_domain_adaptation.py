@@ -546,6 +546,20 @@ def test_self_training_ramp_is_zero_then_linear_then_one():
     assert self_training_ramp(10, 100, 0.1, 0.0) == 1.0 and self_training_ramp(9, 100, 0.1, 0.0) == 0.0
 
 
+def _resume_after_a_kill_at_step_3(out, argv, expected) -> None:
+    """Drop what an 8-step run saved after checkpoint-3 (a kill right after it), resume, and compare the weights with
+    the uninterrupted run's `expected`, bitwise."""
+    from safetensors.torch import load_file
+
+    for folder in ("checkpoint-6", "checkpoint-8"):
+        shutil.rmtree(out / folder)
+    (out / "metrics.json").unlink()
+    resumed = domain_adaptation.main(argv + ["--resume_from_checkpoint", "last"])
+    assert resumed["resumed_from_step"] == 3 and resumed["global_step"] == 8
+    got = load_file(out / "model.safetensors")
+    assert not [k for k in expected if not torch.equal(got[k], expected[k])]
+
+
 def test_killed_and_resumed_self_training_equals_the_uninterrupted_run(tiny_text_model_dir, domains, tmp_path):
     """With the mean teacher, whose average is state a resume must restore (the model teacher has none)."""
     from safetensors.torch import load_file
@@ -571,13 +585,7 @@ def test_killed_and_resumed_self_training_equals_the_uninterrupted_run(tiny_text
     state = load_file(out / "checkpoint-6" / OBJECTIVES_FILE)
     assert int(state["self_training.ema_step"]) == 5  # folded in at step 5's batch, the last before the save
     assert sum(k.startswith("self_training.ema_") for k in state) > 10
-    for folder in ("checkpoint-6", "checkpoint-8"):
-        shutil.rmtree(out / folder)  # a kill right after checkpoint-3
-    (out / "metrics.json").unlink()
-    resumed = domain_adaptation.main(argv + ["--resume_from_checkpoint", "last"])
-    assert resumed["resumed_from_step"] == 3 and resumed["global_step"] == 8
-    got = load_file(out / "model.safetensors")
-    assert not [k for k in expected if not torch.equal(got[k], expected[k])]
+    _resume_after_a_kill_at_step_3(out, argv, expected)
     assert _logged(out, "pseudo_label_share")[-5:] == shares[-5:]
 
 
@@ -643,7 +651,7 @@ def test_the_masked_lm_objective_is_the_architectures_own_head_on_the_classifier
     prefix = reference.base_model_prefix
     state = {f"{prefix}.{k}": v for k, v in classifier.base_model.state_dict().items()}
     state |= {k.removeprefix("head."): v for k, v in objective.state_dict().items()}
-    missing, unexpected = reference.load_state_dict(state, strict=False)
+    missing, _ = reference.load_state_dict(state, strict=False)
     assert not [k for k in missing if "decoder" not in k and "vocab_projector" not in k], missing
     with torch.no_grad():
         reference.get_output_embeddings().weight.copy_(embeddings)
@@ -686,7 +694,7 @@ def test_target_masks_are_keyed_by_the_target_rows_the_seed_and_the_epoch(tmp_pa
     from hf_transfer.data.randomness import TARGET_MASK_STREAM, TrainingEpoch
 
     tokenizer = make_tokenizer(tmp_path / "tok")
-    words = "the movie was great and the book was bad and it was not good".split()
+    words = ["the", "movie", "was", "great", "and", "the", "book", "was", "bad", "and", "it", "was", "not", "good"]
     texts = [" ".join(words[i:] + words[:i]) for i in range(6)]
     target = datasets.Dataset.from_list([dict(tokenizer(t)) for t in texts])
     source = [{**tokenizer(t), "labels": i % 2} for i, t in enumerate(texts[:4])]
@@ -735,13 +743,7 @@ def test_killed_and_resumed_masked_lm_run_equals_the_uninterrupted_run_and_saves
     assert not info["missing_keys"] and not info["unexpected_keys"]
     head = load_file(out / "checkpoint-3" / OBJECTIVES_FILE)
     assert "mlm.head.cls.predictions.transform.dense.weight" in head
-    for folder in ("checkpoint-6", "checkpoint-8"):
-        shutil.rmtree(out / folder)  # a kill right after checkpoint-3
-    (out / "metrics.json").unlink()
-    resumed = domain_adaptation.main(argv + ["--resume_from_checkpoint", "last"])
-    assert resumed["resumed_from_step"] == 3 and resumed["global_step"] == 8
-    got = load_file(out / "model.safetensors")
-    assert not [k for k in expected if not torch.equal(got[k], expected[k])]
+    _resume_after_a_kill_at_step_3(out, argv, expected)
     assert _logged(out, "mlm_loss")[-5:] == losses[-5:]
 
 
@@ -751,7 +753,12 @@ def test_label_free_criteria_against_direct_computations():
     """Entropy as -sum p log p; the density ratio of two unit Gaussians (means 0 and 1: p_t/p_s = exp(x - 1/2)) recovered
     by the domain classifier; IWV with unit weights is the mean loss; DEV is exact where the weighted loss is a
     multiple of the weight (a constant loss c: DEV gives c whatever the weights, IWV c x mean(w))."""
-    from hf_transfer.adaptation.selection import density_ratio, dev_risk, importance_weighted_risk, prediction_entropy
+    from hf_transfer.adaptation.selection import (
+        density_ratio,
+        dev_risk,
+        importance_weighted_risk,
+        prediction_entropy,
+    )
 
     logits = np.array([[0.0, 0.0], [2.0, -1.0], [0.5, 0.2]])
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
