@@ -379,6 +379,9 @@ def report(results: dict, setting: str) -> str:
         return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
 
     lines = ["| pair (target accuracy, source validation in brackets) | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    # The pairs every method ran on make the mean rows; a method run on some pairs only (the extra arms, or one a
+    # setting ran on its first pairs) shows "—" there and has its own rows.
+    everywhere = [a for a in arms if a not in EXTRA_ARMS and all(cell(p, a)[0] is not None for p in pairs)]
     complete = []
     for pair in pairs:
         cells = []
@@ -387,7 +390,7 @@ def report(results: dict, setting: str) -> str:
             source, _, _ = cell(pair, arm, "source_validation_accuracy")
             cells.append("—" if mean is None else f"{mean:.1f}" + (f" ± {std:.1f}" if n > 1 else "") + f" ({source:.1f})")
         lines.append(f"| {pair} | " + " | ".join(cells) + " |")
-        if all(cell(pair, arm)[0] is not None for arm in arms if arm not in EXTRA_ARMS):  # those run on some pairs only
+        if all(cell(pair, arm)[0] is not None for arm in everywhere):
             complete.append(pair)
 
     def mean_row(title: str, over: list, seeds=None) -> str:
