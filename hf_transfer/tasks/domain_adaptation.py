@@ -116,10 +116,9 @@ class AdaptationArgs:
             raise HfTransferError(f"--adaptation_weight sets one method's weight; {self.adaptation} runs each method at "
                                   "its default weight: drop --adaptation_weight")
         if self.mlm_head_warmup_steps is not None:
-            self.mlm_head_warmup_steps = str(self.mlm_head_warmup_steps).strip()  # a config file may give a number
-            if self.mlm_head_warmup_steps != "auto" and not self.mlm_head_warmup_steps.isdigit():
-                raise HfTransferError(f"--mlm_head_warmup_steps takes a number of steps >= 0 or auto, got "
-                                      f"'{self.mlm_head_warmup_steps}'")
+            from hf_transfer.tasks.masked_lm import checked_warmup_steps
+
+            self.mlm_head_warmup_steps = checked_warmup_steps(self.mlm_head_warmup_steps)
         if self.mlm_probability is not None and not 0 < self.mlm_probability < 1:
             raise HfTransferError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         only_for = {

@@ -33,15 +33,20 @@ class MaskedLMHeadArgs:
     )
 
     def __post_init__(self) -> None:
-        self.mlm_head_warmup_steps = str(self.mlm_head_warmup_steps).strip()  # a config file may give a number
-        if self.mlm_head_warmup_steps != "auto" and not self.mlm_head_warmup_steps.isdigit():
-            raise HfTransferError(f"--mlm_head_warmup_steps takes a number of steps >= 0 or auto, got "
-                                  f"'{self.mlm_head_warmup_steps}'")
+        self.mlm_head_warmup_steps = checked_warmup_steps(self.mlm_head_warmup_steps)
 
     @property
     def given_steps(self) -> int | None:
         """The steps given, or None for auto."""
         return None if self.mlm_head_warmup_steps == "auto" else int(self.mlm_head_warmup_steps)
+
+
+def checked_warmup_steps(value) -> str:
+    """--mlm_head_warmup_steps as given (a config file may give a number): a number of steps >= 0, or auto."""
+    value = str(value).strip()
+    if value != "auto" and not value.isdigit():
+        raise HfTransferError(f"--mlm_head_warmup_steps takes a number of steps >= 0 or auto, got '{value}'")
+    return value
 
 
 def auto_warmup_steps(max_steps: int) -> int:
