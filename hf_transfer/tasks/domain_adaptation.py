@@ -442,44 +442,45 @@ def _samples(data: TaskData, n: int, seed: int):
 
 
 def _diagnose(trainer, args: Args, data: TaskData, when: str) -> tuple:
-    """The diagnostic rows' features, and how far apart the domains are in them: proxy A-distance, and the CORAL and
-    MMD divergences over the whole sample (what the methods shrink, batch by batch, in training)."""
+    """The diagnostic rows' features, how far apart the domains are in them (proxy A-distance, and the CORAL and MMD
+    divergences over the whole sample: what the methods shrink, batch by batch, in training), and the target rows'
+    logits."""
     import torch
 
-    from hf_transfer.adaptation.diagnostics import domain_features, proxy_a_distance
+    from hf_transfer.adaptation.diagnostics import domain_features, features_and_logits, proxy_a_distance
     from hf_transfer.adaptation.objectives import SOURCE, TARGET, coral_loss, mmd_loss
 
     source, target = _samples(data, args[AdaptationArgs].diagnostic_samples, args.training.seed)
     padding = data.extra["padding"]
-    features = (domain_features(trainer.model, source, padding, SOURCE), domain_features(trainer.model, target, padding, TARGET))
+    target_features, target_logits = features_and_logits(trainer.model, target, padding, TARGET)
+    features = (domain_features(trainer.model, source, padding, SOURCE), target_features)
     s, t = (torch.from_numpy(f).double() for f in features)
     return features, {f"proxy_a_distance_{when}": round(proxy_a_distance(*features, seed=args.training.seed), 4),
-                      f"coral_divergence_{when}": float(coral_loss(s, t)), f"mmd_divergence_{when}": float(mmd_loss(s, t))}
+                      f"coral_divergence_{when}": float(coral_loss(s, t)),
+                      f"mmd_divergence_{when}": float(mmd_loss(s, t))}, target_logits
 
 
-def label_free_selection(trainer, args: Args, data: TaskData) -> dict:
+def label_free_selection(trainer, args: Args, data: TaskData, target: tuple) -> dict:
     """Criteria for choosing a method or weight without target labels (hf_transfer/adaptation/selection.py), from the
-    source validation rows and the diagnostic sample of target rows: the target prediction entropy, the
-    importance-weighted validation risk (IWV) and its DEV form. None of them reads a target label."""
+    source validation rows and the diagnostic sample of target rows (`target`: its features and logits, as the
+    diagnostics computed them): the target prediction entropy, the importance-weighted validation risk (IWV) and its
+    DEV form. None of them reads a target label."""
     from hf_transfer.adaptation.diagnostics import features_and_logits
-    from hf_transfer.adaptation.objectives import SOURCE, TARGET
+    from hf_transfer.adaptation.objectives import SOURCE
     from hf_transfer.adaptation.selection import label_free_scores
 
     validation = data.datasets.get("validation")
     if validation is None or len(validation) < 2:
         return {}
-    _, target = _samples(data, args[AdaptationArgs].diagnostic_samples, args.training.seed)
-    padding = data.extra["padding"]
-    features, logits = features_and_logits(trainer.model, validation, padding, SOURCE)
-    return label_free_scores((features, logits, validation["labels"]),
-                             features_and_logits(trainer.model, target, padding, TARGET), seed=args.training.seed)
+    features, logits = features_and_logits(trainer.model, validation, data.extra["padding"], SOURCE)
+    return label_free_scores((features, logits, validation["labels"]), target, seed=args.training.seed)
 
 
 def diagnose_before(trainer, args: Args, data: TaskData) -> dict:
     """Before training: how far apart the domains are in the starting model's features (a `Task.before_train`)."""
     if not args[AdaptationArgs].diagnostic_samples:
         return {}
-    data.extra["features_before"], found = _diagnose(trainer, args, data, "before")
+    data.extra["features_before"], found, _ = _diagnose(trainer, args, data, "before")
     return found
 
 
@@ -510,8 +511,8 @@ def diagnose_after(trainer, args: Args, data: TaskData, train_metrics: dict) -> 
     objectives = masked_lm_report(trainer)
     if not options.diagnostic_samples:
         return objectives
-    after, found = _diagnose(trainer, args, data, "after")
-    found = {**objectives, **found, **label_free_selection(trainer, args, data)}
+    after, found, target_logits = _diagnose(trainer, args, data, "after")
+    found = {**objectives, **found, **label_free_selection(trainer, args, data, (after[1], target_logits))}
     if options.feature_views and trainer.is_world_process_zero():
         from hf_transfer.adaptation.diagnostics import plot_domain_views
 
