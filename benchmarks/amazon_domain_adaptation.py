@@ -296,7 +296,8 @@ def pretrain_on_target(setting: str, pair, folder: Path) -> Path:
     return adapted
 
 
-STEP_COST_ARMS = {"all_reviews_bf16": ("source_only", "mmd", "self_training", "self_training_ema", "mlm", "mlm_self_training")}
+STEP_COST_ARMS = {"all_reviews_bf16": ("source_only", "mmd", "self_training", "self_training_ema", "mlm", "mlm_self_training",
+                                      "mmd_self_training")}
 
 
 def arm_flags(arm: str) -> list[str]:
