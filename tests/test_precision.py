@@ -14,7 +14,9 @@ needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks th
 
 
 @needs_cpu_only
-def test_bf16_on_a_cpu_only_machine_trains_in_bfloat16_and_records_it(tiny_text_model_dir, review_files, tmp_path, monkeypatch):
+def test_bf16_on_a_cpu_only_machine_trains_in_bfloat16_and_records_it(tiny_text_model_dir, review_files, tmp_path, monkeypatch,
+                                                                       capsys):
+    monkeypatch.setattr(launch, "_cpu_flags", lambda: {"avx2", "fma"})  # a CPU that emulates bfloat16
     seen = []
     original = torch.autocast.__init__
 
@@ -29,6 +31,9 @@ def test_bf16_on_a_cpu_only_machine_trains_in_bfloat16_and_records_it(tiny_text_
     saved = json.loads((out / "metrics.json").read_text())
     assert results["precision"] == saved["precision"] == "bf16"
     assert json.loads((out / "run.json").read_text())["options"]["bf16"] is True
+    assert results["precision_reason"] is None
+    notes = [line for line in capsys.readouterr().out.splitlines() if "no native bfloat16" in line]
+    assert notes == ["note: " + launch.emulated_bf16_note(sentiment.TASK.parse(["--bf16", "true", "--output_dir", "x"]).training)]
 
 
 @needs_cpu_only
@@ -66,6 +71,21 @@ def test_automatic_precision_follows_the_cpu_and_yields_to_the_launcher(monkeypa
     assert defaults["use_cpu"] is True  # what lets the Trainer accept --bf16 without a GPU
     reason = launch.native_bf16()
     assert (reason is not None) is bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize("flags, bf16, noted", [
+    ({"avx2"}, "true", True),  # asked for, emulated: slower than fp32, said once
+    ({"avx512_bf16"}, "true", False),  # native: nothing to say
+    ({"avx2"}, "false", False),  # fp32: nothing to say
+])
+@needs_cpu_only
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_gets_a_note(monkeypatch, flags, bf16, noted):
+    monkeypatch.setattr(launch, "_cpu_flags", lambda: set(flags))
+    training = sentiment.TASK.parse(["--bf16", bf16, "--output_dir", "unused"]).training
+    note = launch.emulated_bf16_note(training)
+    assert (note is not None) is noted
+    if noted:
+        assert "--bf16 false" in note
 
 
 @needs_cpu_only

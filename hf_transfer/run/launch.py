@@ -87,6 +87,17 @@ def native_bf16() -> str | None:
     return f"this CPU computes bfloat16 natively ({', '.join(sorted(flags))})" if flags else None
 
 
+def emulated_bf16_note(train_args) -> str | None:
+    """A note for a run that asked for bf16 on a CPU that only emulates it: it trains, several times slower than fp32
+    (benchmarks/README.md, bf16 against fp32 on a CPU), which the user would not otherwise learn."""
+    import torch
+
+    if precision(train_args) != "bf16" or torch.cuda.is_available() or _has_accelerator() or native_bf16() is not None:
+        return None
+    return ("this CPU has no native bfloat16 (AVX512-BF16 or AMX): bf16 is emulated here, several times slower than "
+            "fp32; --bf16 false trains faster")
+
+
 def precision(train_args) -> str:
     """The precision a run trains and evaluates in: bf16, fp16 or fp32."""
     chosen = "bf16" if train_args.bf16 else "fp16" if train_args.fp16 else getattr(train_args, "mixed_precision", "no")

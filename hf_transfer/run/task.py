@@ -177,9 +177,9 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
     from transformers import set_seed
 
     from hf_transfer import trainer as trainers
-    from hf_transfer.models.loading import resuming_from
+    from hf_transfer.models.loading import note, resuming_from
     from hf_transfer.run.finish import finish
-    from hf_transfer.run.launch import choose_threads, native_bf16, precision
+    from hf_transfer.run.launch import choose_threads, emulated_bf16_note, native_bf16, precision
     from hf_transfer.run.outputs import OutputArgs, start_output_dir
     from hf_transfer.sharing.cards import complete_output
     from hf_transfer.sharing.hub import push_output
@@ -187,6 +187,8 @@ def _train_and_finish(task: Task, args: Args, clock, identity: dict, resume: str
 
     train_args, strategy = args.training, args.strategy
     threads = choose_threads(train_args)
+    if slow_precision := emulated_bf16_note(train_args):
+        note(slow_precision)
 
     # Everything that can be wrong with the input is checked here, before any weights load or anything but the lock is written.
     data = task.load(args)
