@@ -66,10 +66,14 @@ bench: install
 	$(BIN)/python benchmarks/prefix_cache_vit.py
 	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting reduced --all_pairs --arms source_only dann coral mmd domain_norm dapt dann_head10 dann_w0.1
 	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting all_reviews --arms source_only dann coral mmd domain_norm
+	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting all_reviews_bf16 --arms source_only mmd self_training mlm mmd_self_training
+	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting all_reviews_bf16 --arms mlm_self_training dapt --seeds 1
+	$(BIN)/python benchmarks/amazon_domain_adaptation.py --setting all_reviews_bf16 --all_pairs --arms source_only mmd --seeds 1
 	$(BIN)/python benchmarks/cpu_precision.py
 	$(BIN)/python benchmarks/batch_order.py
 	$(BIN)/python benchmarks/imdb_regression.py --jobs 2
 	$(BIN)/python benchmarks/serving_sst2.py
+	$(BIN)/python benchmarks/int8_weight_bits.py
 	$(BIN)/python benchmarks/synthetic_shift.py
 	$(BIN)/python benchmarks/multitask_sentences.py --jobs 2
 	$(BIN)/python benchmarks/fewshot_pooling.py
