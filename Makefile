@@ -30,8 +30,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# accelerate gives a launched process one CPU thread unless told otherwise (docs/distributed.md): every physical core.
 run: install
-	HF_HUB_OFFLINE=1 $(BIN)/accelerate launch --num_processes 1 recipes/sentiment.py
+	HF_HUB_OFFLINE=1 $(BIN)/accelerate launch --num_processes 1 \
+	  --num_cpu_threads_per_process $$($(BIN)/python -c 'import psutil; print(psutil.cpu_count(logical=False) or 1)') \
+	  recipes/sentiment.py
 
 test: install-dev
 	$(BIN)/python -m pytest
