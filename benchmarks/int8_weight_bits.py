@@ -4,9 +4,9 @@
 
 Without VNNI instructions (AVX2, AVX-512 without VNNI) onnxruntime's uint8 x int8 products go through 16-bit sums that
 saturate when the weights span the full 8-bit range; 7-bit weights avoid it at half a bit of resolution. Per seed:
-the sentiment recipe (its own process) fine-tunes MiniLM-L6 on 2,000 SST-2 training sentences for 1 epoch in fp32;
-`recipes/export.py` writes the fp32 ONNX file; onnxruntime's dynamic quantisation (per channel, as the export does)
-writes it at 8 and at 7 bits; each file scores the 872 dev sentences. Figures: dev accuracy, agreement with the fp32
+the sentiment recipe (its own process, as serving_sst2.py runs it) fine-tunes MiniLM-L6 on 2,000 SST-2 training
+sentences for 1 epoch in the machine's default precision; `recipes/export.py` writes the fp32 ONNX file;
+onnxruntime's dynamic quantisation (per channel, as the export does) writes it at 8 and at 7 bits; each file scores the 872 dev sentences. Figures: dev accuracy, agreement with the fp32
 ONNX file's labels, and the largest and mean |logit - fp32 logit|. Trained models are kept in --work_dir and reused.
 Results: benchmarks/results/int8_weight_bits.json (with the CPU's description and headline figures).
 """
@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,22 +23,6 @@ import paths
 
 SST2 = paths.DATA / "sst2"
 RESULTS = paths.RESULTS / "int8_weight_bits.json"
-
-
-def train(work: Path, seed: int) -> Path:
-    out = work / f"model_seed{seed}"
-    if not (out / "metrics.json").is_file():
-        command = [sys.executable, str(paths.RECIPES / "sentiment.py"), "--train_file", str(SST2 / "train.tsv"),
-                   "--validation_file", str(SST2 / "dev.tsv"), "--class_names", "negative", "positive",
-                   "--max_train_samples", "2000", "--num_train_epochs", "1", "--save_strategy", "no", "--bf16", "false",
-                   "--frozen_baseline", "false", "--disable_tqdm", "true", "--seed", str(seed),
-                   "--output_dir", str(out), "--overwrite_output_dir"]
-        print(f"{time.strftime('%H:%M:%S')} training seed {seed}", flush=True)
-        env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_MIXED_PRECISION"} | {"HF_HUB_OFFLINE": "1"}
-        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
-    return out
 
 
 def dev_logits(path: Path, tokenizer, texts: list[str]):
@@ -104,8 +85,8 @@ def main() -> None:
     if not (SST2 / "dev.tsv").is_file():
         raise SystemExit(f"SST-2 is not at {SST2} (see ../shared/data/README.md)")
     import numpy as np
-
     from cpu_precision import cpu_description
+    from serving_sst2 import train
 
     work = Path(args.work_dir or Path(tempfile.gettempdir()) / "int8_weight_bits")
     work.mkdir(parents=True, exist_ok=True)
@@ -115,7 +96,8 @@ def main() -> None:
     runs = {}
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            runs[f"seed_{seed}"] = measure(train(work, seed), texts, labels, Path(tmp))
+            model, _ = train(work, {"train": 2000}, seed)
+            runs[f"seed_{seed}"] = measure(model, texts, labels, Path(tmp))
         print(f"seed {seed}: {runs[f'seed_{seed}']}", flush=True)
     results = {"benchmark": "int8_weight_bits", "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d"),
                "dev_sentences": len(texts), "runs": runs, "headline": headline(runs)}

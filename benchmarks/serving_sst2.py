@@ -44,13 +44,15 @@ QUICK = {"train": 500, "predict": 1000, "rounds": 2, "latency_samples": 50, "tim
 BATCH = 32
 
 
-def train(work: Path, sizes: dict) -> tuple[Path, dict]:
-    out = work / "model"
+def train(work: Path, sizes: dict, seed: int | None = None) -> tuple[Path, dict]:
+    """The sentiment recipe on sizes["train"] SST-2 sentences (at the recipe's seed, or `seed`), reused when finished."""
+    out = work / ("model" if seed is None else f"model_seed{seed}")
     if not (out / "metrics.json").is_file():
         command = [sys.executable, str(paths.RECIPES / "sentiment.py"), "--train_file", str(SST2 / "train.tsv"),
                    "--validation_file", str(SST2 / "dev.tsv"), "--class_names", "negative", "positive",
                    "--max_train_samples", str(sizes["train"]), "--num_train_epochs", "1", "--save_strategy", "no",
-                   "--frozen_baseline", "false", "--disable_tqdm", "true", "--output_dir", str(out), "--overwrite_output_dir"]
+                   "--frozen_baseline", "false", "--disable_tqdm", "true", "--output_dir", str(out), "--overwrite_output_dir",
+                   *(["--seed", str(seed)] if seed is not None else [])]
         print(f"{time.strftime('%H:%M:%S')} training on {sizes['train']:,} sentences", flush=True)
         env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_MIXED_PRECISION"} | {"HF_HUB_OFFLINE": "1"}
         done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
