@@ -90,9 +90,7 @@ def native_bf16() -> str | None:
 def emulated_bf16_note(train_args) -> str | None:
     """A note for a run that asked for bf16 on a CPU that only emulates it: it trains, several times slower than fp32
     (benchmarks/README.md, bf16 against fp32 on a CPU), which the user would not otherwise learn."""
-    import torch
-
-    if precision(train_args) != "bf16" or torch.cuda.is_available() or _has_accelerator() or native_bf16() is not None:
+    if precision(train_args) != "bf16" or _has_accelerator() or native_bf16() is not None:
         return None
     return ("this CPU has no native bfloat16 (AVX512-BF16 or AMX): bf16 is emulated here, several times slower than "
             "fp32; --bf16 false trains faster")
